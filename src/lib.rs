@@ -13,5 +13,6 @@
 //!
 //! `main.rs` is a thin clap front end over [`cli`].
 
+pub mod backoff;
 pub mod cli;
 pub mod protocol;
