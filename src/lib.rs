@@ -15,4 +15,5 @@
 
 pub mod backoff;
 pub mod cli;
+pub mod mqtt;
 pub mod protocol;
