@@ -14,6 +14,8 @@
 //! `main.rs` is a thin clap front end over [`cli`].
 
 pub mod backoff;
+#[cfg(feature = "embedded-broker")]
+pub mod broker;
 pub mod cli;
 pub mod mqtt;
 pub mod protocol;

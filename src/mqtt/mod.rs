@@ -7,6 +7,10 @@
 //! here touches SQLite: the daemon feeds the link from the store's outbox and
 //! deletes a row when the link reports it delivered.
 
+pub mod discovery;
 pub mod inbound;
+pub mod link;
 pub mod payload;
+mod reason;
 pub mod topics;
+mod window;
