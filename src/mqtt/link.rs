@@ -76,6 +76,7 @@ pub struct OutboxMessage {
 
 #[derive(Debug)]
 pub enum LinkEvent {
+    /// Connected, and subscribed: inbound messages can arrive from now on.
     Connected,
     /// The connection failed or was lost; reported once per failure streak.
     Disconnected {
@@ -368,16 +369,24 @@ impl Link {
                 {
                     self.window.status_queued();
                 }
+                let mut awaiting_suback = false;
                 if !ack.session_present || !self.subscribed {
                     let filters = self
                         .subscriptions
                         .iter()
                         .map(|t| SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
-                    if let Err(err) = conn.client.try_subscribe_many(filters) {
-                        log::error!("mqtt: cannot queue subscriptions: {err}");
+                    match conn.client.try_subscribe_many(filters) {
+                        // `Connected` waits for the SubAck: then inbound works.
+                        Ok(()) => {
+                            awaiting_suback = true;
+                            self.subscribed = false; // until the SubAck says so
+                        }
+                        Err(err) => log::error!("mqtt: cannot queue subscriptions: {err}"),
                     }
                 }
-                self.pending_events.push_back(LinkEvent::Connected);
+                if !awaiting_suback {
+                    self.pending_events.push_back(LinkEvent::Connected);
+                }
             }
             Packet::PubAck(ack) => {
                 if let Some(seq) = self.window.on_puback(ack.pkid) {
@@ -386,6 +395,7 @@ impl Link {
             }
             Packet::SubAck(ack) => {
                 self.subscribed = true;
+                self.pending_events.push_back(LinkEvent::Connected);
                 for (code, topic) in ack.return_codes.iter().zip(&self.subscriptions) {
                     if matches!(code, SubscribeReasonCode::Failure) {
                         self.subscribed = false;
