@@ -16,7 +16,10 @@ pub(crate) fn describe(err: &ConnectionError) -> String {
         ConnectionError::ConnectionRefused(code) => {
             let why = match code {
                 ConnectReturnCode::BadUserNamePassword => "bad user name or password",
-                ConnectReturnCode::NotAuthorized => "not authorized",
+                // mosquitto answers a wrong password with this code, not code 4.
+                ConnectReturnCode::NotAuthorized => {
+                    "not authorized (check the user name and password)"
+                }
                 ConnectReturnCode::BadClientId => "client id rejected",
                 ConnectReturnCode::ServiceUnavailable => "server unavailable",
                 ConnectReturnCode::RefusedProtocolVersion => "unsupported protocol version",
