@@ -11,6 +11,4 @@ pub mod discovery;
 pub mod inbound;
 pub mod link;
 pub mod payload;
-mod reason;
 pub mod topics;
-mod window;

@@ -122,7 +122,7 @@ mod tests {
         let e = ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized);
         assert_eq!(
             describe(&e),
-            "broker refused the connection: not authorized"
+            "broker refused the connection: not authorized (check the user name and password)"
         );
     }
 

@@ -1,177 +1,20 @@
-//! The broker link: one tokio task that keeps a connection to the broker,
-//! publishes outbox messages in `seq` order with QoS 1, reports each as
-//! delivered only after the broker's PUBACK, and hands inbound messages to
-//! the daemon with a token that sends their PUBACK when the daemon says so.
-//!
-//! Owns the connection, its back-off and the set of sent-but-unacked
-//! messages (`window`). Never touches SQLite: the store stays the source of
-//! truth, the link only says which `seq` the broker has.
-//!
-//! Each connection gets a fresh rumqttc client and event loop, polled by its
-//! own small task that is never cancelled and never blocked by us. When it
-//! fails, both are dropped, with everything rumqttc still had queued; the
-//! link republishes its unacked messages, in order, on the next connection
-//! (rumqttc would drop them on a new session anyway: crate-pitfalls §1).
-//! Sessions are persistent (`clean_session=false`), so the broker keeps our
-//! subscriptions and redelivers inbound messages we never acked.
+//! The link task itself: one loop reacting to the poller's events, the
+//! outbox, volatile publishes, the daemon's readiness for events, back-off
+//! timers and shutdown. Owns the window and the current connection.
 
+use super::conn::{next_polled, open, options, sendable, valid_filter, Conn};
 use super::reason::describe;
-use super::topics::Topics;
 use super::window::Window;
+use super::{AckToken, Control, InboundMessage, LinkEvent, LinkSettings, OutboxMessage};
+use super::{SHUTDOWN_GRACE, WINDOW};
 use crate::backoff::{Backoff, ErrorStreak};
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet,
-    Publish, QoS, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
+    ConnectionError, Event, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter,
+    SubscribeReasonCode,
 };
 use std::collections::VecDeque;
-use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
-
-/// Largest MQTT packet accepted in either direction.
-pub const MAX_PACKET: usize = 256 * 1024;
-/// Outbox messages taken but not yet acked, at most.
-pub const WINDOW: usize = 64;
-/// How long shutdown waits for the broker to ack the offline status.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-#[derive(Debug, Clone)]
-pub struct TlsSettings {
-    pub ca_pem: Vec<u8>,
-    /// Client certificate chain and private key, both PEM, for mutual TLS.
-    pub client_auth: Option<(Vec<u8>, Vec<u8>)>,
-}
-
-#[derive(Debug, Clone)]
-pub struct LinkSettings {
-    pub host: String,
-    pub port: u16,
-    /// Also the broker's session key; empty means `printgate-<gateway id>`.
-    pub client_id: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub tls: Option<TlsSettings>,
-    /// At least 1 s (rumqttc refuses less), or zero for none.
-    pub keep_alive: Duration,
-    pub topics: Topics,
-    pub printers: Vec<String>,
-    pub extra_subscriptions: Vec<String>,
-    /// Retained on the gateway status topic at every connect.
-    pub birth: Vec<u8>,
-    /// Retained Last Will, and published on clean shutdown.
-    pub will: Vec<u8>,
-    pub backoff_initial: Duration,
-    pub backoff_max: Duration,
-}
-
-/// One outbox row to publish (QoS 1).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxMessage {
-    pub seq: u64,
-    pub topic: String,
-    pub payload: Vec<u8>,
-    pub retain: bool,
-}
-
-#[derive(Debug)]
-pub enum LinkEvent {
-    /// Connected, and subscribed: inbound messages can arrive from now on.
-    Connected,
-    /// The connection failed or was lost; reported once per failure streak.
-    Disconnected {
-        reason: String,
-    },
-    /// The broker acked this outbox message: its row may be deleted.
-    Delivered {
-        seq: u64,
-    },
-    /// This outbox message can never be sent (too large, invalid topic). It
-    /// was skipped; the daemon should mark the row dead rather than resend it.
-    Rejected {
-        seq: u64,
-        reason: String,
-    },
-    Inbound(InboundMessage),
-}
-
-#[derive(Debug)]
-pub struct InboundMessage {
-    pub topic: String,
-    pub payload: Vec<u8>,
-    pub ack: AckToken,
-}
-
-/// Sends the PUBACK for one inbound message, when the daemon has stored it.
-/// Dropping it unacked makes the broker redeliver after the next reconnect.
-/// An ack after the connection was lost is dropped (the redelivered copy
-/// carries its own token).
-pub struct AckToken(Option<(AsyncClient, Publish)>);
-
-impl AckToken {
-    pub fn ack(self) {
-        if let Some((client, publish)) = self.0 {
-            if let Err(err) = client.try_ack(&publish) {
-                log::debug!("mqtt: ack for {} not sent: {err}", publish.topic);
-            }
-        }
-    }
-}
-
-impl std::fmt::Debug for AckToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let pkid = self.0.as_ref().map(|(_, p)| p.pkid);
-        f.debug_tuple("AckToken").field(&pkid).finish()
-    }
-}
-
-enum Control {
-    Volatile {
-        topic: String,
-        payload: Vec<u8>,
-        retain: bool,
-    },
-}
-
-pub struct LinkHandle {
-    control: mpsc::UnboundedSender<Control>,
-    task: JoinHandle<()>,
-}
-
-impl LinkHandle {
-    /// QoS 0, never queued: dropped when offline (heartbeats, idle progress).
-    pub fn publish_volatile(&self, topic: String, payload: Vec<u8>, retain: bool) {
-        let _ = self.control.send(Control::Volatile {
-            topic,
-            payload,
-            retain,
-        });
-    }
-
-    /// Waits for the link to finish after shutdown was signalled.
-    pub async fn join(self) {
-        if let Err(err) = self.task.await {
-            log::error!("mqtt link task failed: {err}");
-        }
-    }
-}
-
-/// Starts the link task. It runs until `shutdown` turns true (or its sender
-/// is dropped): then it publishes `will` as the retained status, disconnects
-/// and ends.
-pub fn spawn(
-    settings: LinkSettings,
-    outbox: mpsc::Receiver<OutboxMessage>,
-    events: mpsc::Sender<LinkEvent>,
-    shutdown: watch::Receiver<bool>,
-) -> LinkHandle {
-    let (control, control_rx) = mpsc::unbounded_channel();
-    let link = Link::new(settings, outbox, events, shutdown, control_rx);
-    LinkHandle {
-        control,
-        task: tokio::spawn(link.run()),
-    }
-}
 
 /// What woke the link's loop.
 enum Step {
@@ -184,21 +27,7 @@ enum Step {
     Permit(Option<mpsc::OwnedPermit<LinkEvent>>),
 }
 
-/// One connection attempt: its client and the events of its poller task.
-struct Conn {
-    client: AsyncClient,
-    polled: mpsc::Receiver<Result<Event, ConnectionError>>,
-    poller: JoinHandle<()>,
-    connected: bool,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.poller.abort();
-    }
-}
-
-struct Link {
+pub(crate) struct Link {
     settings: LinkSettings,
     options: MqttOptions,
     status_topic: String,
@@ -218,7 +47,7 @@ struct Link {
 }
 
 impl Link {
-    fn new(
+    pub(crate) fn new(
         settings: LinkSettings,
         outbox: mpsc::Receiver<OutboxMessage>,
         events: mpsc::Sender<LinkEvent>,
@@ -228,6 +57,14 @@ impl Link {
         let status_topic = settings.topics.gateway_status();
         let mut subscriptions = settings.topics.subscriptions(&settings.printers);
         subscriptions.extend(settings.extra_subscriptions.iter().cloned());
+        // One bad filter would make the broker (or rumqttc) refuse them all.
+        subscriptions.retain(|f| {
+            let ok = valid_filter(f);
+            if !ok {
+                log::error!("mqtt: not subscribing to {f:?}: invalid topic filter");
+            }
+            ok
+        });
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -252,7 +89,7 @@ impl Link {
         }
     }
 
-    async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         loop {
             if *self.shutdown.borrow() {
                 return self.stop().await;
@@ -485,90 +322,9 @@ impl Link {
     }
 }
 
-async fn next_polled(conn: &mut Option<Conn>) -> Option<Result<Event, ConnectionError>> {
-    match conn {
-        Some(c) => c.polled.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// Starts a connection attempt: a new client, and a task polling its event
-/// loop until the first error, forwarding every event.
-fn open(options: &MqttOptions) -> Conn {
-    let (client, eventloop) = AsyncClient::new(options.clone(), WINDOW * 4);
-    let (tx, polled) = mpsc::channel(256);
-    let poller = tokio::spawn(poll(eventloop, tx));
-    Conn {
-        client,
-        polled,
-        poller,
-        connected: false,
-    }
-}
-
-async fn poll(mut eventloop: EventLoop, tx: mpsc::Sender<Result<Event, ConnectionError>>) {
-    loop {
-        let polled = eventloop.poll().await;
-        let failed = polled.is_err();
-        if tx.send(polled).await.is_err() || failed {
-            return;
-        }
-    }
-}
-
-/// Whether a publish can ever go out: a valid topic and a packet under the limit.
-fn sendable(topic: &str, payload_len: usize) -> Result<(), String> {
-    if topic.is_empty() || topic.contains(['+', '#', '\0']) {
-        return Err("invalid topic".to_owned());
-    }
-    // fixed header (≤ 5) + topic length (2) + topic + packet id (2) + payload
-    let size = 5 + 2 + topic.len() + 2 + payload_len;
-    if size > MAX_PACKET {
-        return Err(format!(
-            "message too large: {size} bytes, limit {MAX_PACKET}"
-        ));
-    }
-    Ok(())
-}
-
-fn options(s: &LinkSettings, status_topic: &str) -> MqttOptions {
-    let client_id = if s.client_id.is_empty() {
-        format!("printgate-{}", s.topics.gateway_id())
-    } else {
-        s.client_id.clone()
-    };
-    let mut o = MqttOptions::new(client_id, s.host.clone(), s.port);
-    let keep_alive = if s.keep_alive.is_zero() {
-        s.keep_alive
-    } else {
-        s.keep_alive.max(Duration::from_secs(1))
-    };
-    o.set_keep_alive(keep_alive)
-        .set_clean_session(false)
-        .set_manual_acks(true)
-        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
-        .set_last_will(LastWill::new(
-            status_topic,
-            s.will.clone(),
-            QoS::AtLeastOnce,
-            true,
-        ));
-    if let Some(user) = &s.username {
-        o.set_credentials(user.clone(), s.password.clone().unwrap_or_default());
-    }
-    if let Some(tls) = &s.tls {
-        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-            ca: tls.ca_pem.clone(),
-            alpn: None,
-            client_auth: tls.client_auth.clone(),
-        }));
-    }
-    o
 }

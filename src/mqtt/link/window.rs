@@ -7,7 +7,7 @@
 //! publish the link queues is remembered in a FIFO, matched to the next
 //! `Outgoing::Publish`, and then to its `PubAck`. No I/O, no clock.
 
-use super::link::OutboxMessage;
+use super::OutboxMessage;
 use std::collections::{HashMap, VecDeque};
 
 /// What a queued QoS 1 publish was.
