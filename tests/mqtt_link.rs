@@ -254,3 +254,21 @@ async fn oversized_message_is_rejected_and_skipped_volatile_goes_out() {
     assert_eq!(seq_of(&obs.next("volatile").await.payload), 7);
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_broker_is_named_and_shutdown_still_returns() {
+    init();
+    let nobody = printgate::broker::free_port().unwrap();
+    let mut d = Daemon::start(settings(nobody, "gwg", "tg"));
+    d.outbox
+        .send(outbox_msg(1, "tg/printer/p1/event"))
+        .await
+        .unwrap();
+    match d.next("a disconnect").await {
+        LinkEvent::Disconnected { reason } => {
+            assert!(reason.starts_with("connection refused"), "{reason}")
+        }
+        other => panic!("expected a disconnect, got {other:?}"),
+    }
+    d.stop().await;
+}

@@ -14,6 +14,18 @@
 //! (rumqttc would drop them on a new session anyway: crate-pitfalls §1).
 //! Sessions are persistent (`clean_session=false`), so the broker keeps our
 //! subscriptions and redelivers inbound messages we never acked.
+//!
+//! For the daemon:
+//! - feed `outbox` from the store in `seq` order (the link keeps arrival
+//!   order); delete a row on [`LinkEvent::Delivered`], mark it dead on
+//!   [`LinkEvent::Rejected`]; after a restart, feed the remaining rows again
+//!   (the broker may then see a message twice, never lose one);
+//! - on [`LinkEvent::Inbound`], validate with `inbound::parse_inbound`, store,
+//!   then [`AckToken::ack`]; a rejected message should be acked too (after
+//!   its event is stored), or the broker redelivers it at every reconnect;
+//! - on [`LinkEvent::Connected`], (re)publish discovery configs if wanted;
+//! - events are buffered inside the link, so a slow reader never stalls the
+//!   MQTT connection, and the link never waits on `outbox` to send events.
 
 mod conn;
 mod reason;
@@ -33,14 +45,14 @@ pub const WINDOW: usize = 64;
 /// How long shutdown waits for the broker to ack the offline status.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TlsSettings {
     pub ca_pem: Vec<u8>,
     /// Client certificate chain and private key, both PEM, for mutual TLS.
     pub client_auth: Option<(Vec<u8>, Vec<u8>)>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LinkSettings {
     pub host: String,
     pub port: u16,
@@ -60,6 +72,35 @@ pub struct LinkSettings {
     pub will: Vec<u8>,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+}
+
+/// Never prints the private key.
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("ca_pem", &format_args!("{} bytes", self.ca_pem.len()))
+            .field("client_auth", &self.client_auth.is_some())
+            .finish()
+    }
+}
+
+/// Never prints the password.
+impl std::fmt::Debug for LinkSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("tls", &self.tls)
+            .field("keep_alive", &self.keep_alive)
+            .field("topics", &self.topics)
+            .field("printers", &self.printers)
+            .field("extra_subscriptions", &self.extra_subscriptions)
+            .field("backoff", &(self.backoff_initial, self.backoff_max))
+            .finish_non_exhaustive()
+    }
 }
 
 impl LinkSettings {
@@ -191,5 +232,27 @@ pub fn spawn(
     LinkHandle {
         control,
         task: tokio::spawn(link.run()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_debug_hides_secrets() {
+        let mut s = LinkSettings::new("broker", 8883, Topics::new("gw"), vec![]);
+        s.password = Some("hunter2".into());
+        s.tls = Some(TlsSettings {
+            ca_pem: b"CA".to_vec(),
+            client_auth: Some((b"CERT".to_vec(), b"PRIVATE KEY".to_vec())),
+        });
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("PRIVATE"),
+            "{shown}"
+        );
+        assert!(shown.contains("broker") && shown.contains("***"), "{shown}");
     }
 }

@@ -312,10 +312,15 @@ impl Link {
             }
         }
         self.conn = None;
+        // Hand over what is left (Delivered above all, so the store does not
+        // resend those rows), waiting no longer than the grace period.
+        // Inbound messages that do not make it were never acked: the broker
+        // redelivers them next time.
+        let handover = Instant::now() + SHUTDOWN_GRACE;
         for event in self.pending_events.drain(..) {
-            // Inbound messages left here were never acked: redelivered next time.
-            if self.events.try_send(event).is_err() {
-                break;
+            match tokio::time::timeout_at(handover, self.events.send(event)).await {
+                Ok(Ok(())) => {}
+                _ => break,
             }
         }
         log::info!("mqtt: link stopped");
