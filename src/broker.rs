@@ -90,3 +90,22 @@ fn config(listen: SocketAddr) -> Config {
         ..Config::default()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_once_per_port_and_refuses_a_taken_port() {
+        let port = free_port().unwrap();
+        start_embedded(port).unwrap();
+        assert!(TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok());
+        let err = start_embedded(port).unwrap_err();
+        assert!(matches!(err, BrokerError::PortInUse { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!("embedded broker: port {port} is already in use")
+        );
+    }
+}

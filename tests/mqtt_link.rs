@@ -1,5 +1,6 @@
 //! The broker link against an embedded rumqttd on 127.0.0.1, with a cuttable
 //! proxy between link and broker to simulate outages.
+#![cfg(feature = "embedded-broker")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -258,7 +259,7 @@ async fn oversized_message_is_rejected_and_skipped_volatile_goes_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_broker_is_named_and_shutdown_still_returns() {
     init();
-    let nobody = printgate::broker::free_port().unwrap();
+    let nobody = free_port().unwrap();
     let mut d = Daemon::start(settings(nobody, "gwg", "tg"));
     d.outbox
         .send(outbox_msg(1, "tg/printer/p1/event"))

@@ -62,7 +62,10 @@ struct Mosquitto {
 impl Mosquitto {
     /// Starts mosquitto with `listener <port> 127.0.0.1` followed by `extra`.
     fn start(dir: &Scratch, extra: &str) -> Mosquitto {
-        let port = printgate::broker::free_port().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
         let conf = dir.path("mosquitto.conf");
         let body = format!(
             "persistence false\nper_listener_settings false\nlog_dest stderr\nlog_type error\nlog_type warning\n\

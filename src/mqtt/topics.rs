@@ -152,7 +152,7 @@ impl Topics {
     /// printer or robot id is one non-empty topic level; it is not checked
     /// against the configured printers here (see `inbound`).
     pub fn classify(&self, topic: &str) -> Option<InTopic> {
-        if let Some(index) = self.triggers.iter().position(|t| t == topic) {
+        if let Some(index) = self.triggers.iter().position(|f| filter_matches(f, topic)) {
             return Some(InTopic::Trigger { index });
         }
         if topic == self.home_assistant_status() {
@@ -175,6 +175,26 @@ impl Topics {
 
     fn printer_topic(&self, printer: &str, leaf: &str) -> String {
         format!("{}printer/{printer}/{leaf}", self.prefix)
+    }
+}
+
+/// Whether `topic` matches the MQTT filter `filter` (`+` one level, `#` the
+/// rest, including none). Topics starting with `$` only match filters that
+/// name them.
+pub fn filter_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && !filter.starts_with('$') {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
     }
 }
 
@@ -244,6 +264,21 @@ mod tests {
         ] {
             assert_eq!(c(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn trigger_filters_match_like_mqtt() {
+        let t = Topics::new("gw").with_triggers(vec!["farm/+/purge".into(), "macro/#".into()]);
+        assert_eq!(
+            t.classify("farm/p1/purge"),
+            Some(InTopic::Trigger { index: 0 })
+        );
+        assert_eq!(t.classify("macro"), Some(InTopic::Trigger { index: 1 }));
+        assert_eq!(t.classify("macro/a/b"), Some(InTopic::Trigger { index: 1 }));
+        assert_eq!(t.classify("farm/p1/x/purge"), None);
+        assert!(!filter_matches("#", "$SYS/broker"));
+        assert!(filter_matches("a/+", "a/"));
+        assert!(!filter_matches("a/b", "a"));
     }
 
     #[test]

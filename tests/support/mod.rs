@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
 /// Every bounded wait in these tests gives up after this long.
-pub const DEADLINE: Duration = Duration::from_secs(20);
+pub const DEADLINE: Duration = Duration::from_secs(30);
 
 pub fn init() {
     let _ = rustls::crypto::ring::default_provider().install_default();
