@@ -103,11 +103,14 @@ async fn outage_loses_nothing_and_keeps_order() {
     let mut d = Daemon::start(settings(proxy.port, "gwb", "tb"));
     d.until("connected", is_connected).await;
     produce(&d, N, TOPIC);
-    d.wait_delivered(500).await;
-    proxy.cut();
-    d.until("disconnected", is_disconnected).await;
-    proxy.wait_refused(3).await; // the link keeps trying while the broker is away
-    proxy.restore();
+    // Three outages mid-stream, each long enough for refused reconnects.
+    for cut_at in [500, 1500, 2500] {
+        d.wait_delivered(cut_at).await;
+        proxy.cut();
+        d.until("disconnected", is_disconnected).await;
+        proxy.wait_refused(3).await;
+        proxy.restore();
+    }
     d.wait_delivered(N as usize).await;
     let (seen, repeats) = within("observer", observer).await.unwrap();
     let lost = N - seen;
