@@ -276,3 +276,45 @@ async fn unreachable_broker_is_named_and_shutdown_still_returns() {
     }
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_goes_through_validation_end_to_end() {
+    use printgate::mqtt::inbound::{parse_inbound, Inbound, InboundErrorKind};
+    const TOPIC: &str = "th/printer/p1/assignement";
+    let port = broker();
+    let farm = Observer::connect(port, "farm-h", &[]).await;
+    let s = settings(port, "gwh", "th");
+    let (topics, printers) = (s.topics.clone(), s.printers.clone());
+    let mut d = Daemon::start(s);
+    d.until("connected", is_connected).await;
+    // Over the 64 KiB inbound limit but under the link's packet limit: it
+    // reaches the daemon, validation rejects it, the daemon acks it.
+    farm.publish(TOPIC, &vec![b' '; 100 * 1024], false).await;
+    farm.publish(TOPIC, ASSIGNMENT, false).await;
+    let LinkEvent::Inbound(big) = d.until("big", inbound_on(TOPIC)).await else {
+        unreachable!()
+    };
+    let err = parse_inbound(&topics, &big.topic, &big.payload, &printers).unwrap_err();
+    assert!(
+        matches!(err.kind, InboundErrorKind::TooLarge { .. }),
+        "{err}"
+    );
+    big.ack.ack();
+    let LinkEvent::Inbound(ok) = d.until("assignment", inbound_on(TOPIC)).await else {
+        unreachable!()
+    };
+    match parse_inbound(&topics, &ok.topic, &ok.payload, &printers).unwrap() {
+        Inbound::Assignment {
+            printer,
+            assignment,
+        } => {
+            assert_eq!(
+                (printer.as_str(), assignment.job_id.as_str()),
+                ("p1", "job-1")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    ok.ack.ack();
+    d.stop().await;
+}

@@ -6,7 +6,7 @@
 //! still had queued, so a stale request can never reach the next connection.
 //! Never decides what to publish and never retries.
 
-use super::{LinkSettings, MAX_PACKET, WINDOW};
+use super::{LinkSettings, MAX_INCOMING_PACKET, MAX_PACKET, WINDOW};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, QoS, TlsConfiguration,
     Transport,
@@ -91,7 +91,7 @@ pub(crate) fn options(s: &LinkSettings, status_topic: &str) -> MqttOptions {
     o.set_keep_alive(keep_alive)
         .set_clean_session(false)
         .set_manual_acks(true)
-        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+        .set_max_packet_size(MAX_INCOMING_PACKET, MAX_PACKET)
         .set_last_will(LastWill::new(
             status_topic,
             s.will.clone(),

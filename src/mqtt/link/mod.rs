@@ -38,8 +38,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-/// Largest MQTT packet accepted in either direction.
+/// Largest MQTT packet the link sends; larger outbox messages are rejected.
 pub const MAX_PACKET: usize = 256 * 1024;
+/// Largest packet the link accepts. Larger than the 64 KiB inbound payload
+/// limit on purpose: a message up to this size reaches the daemon, is
+/// rejected by `parse_inbound` and acked. A bigger one kills the connection
+/// before it can be acked, so the broker redelivers it at every reconnect.
+pub const MAX_INCOMING_PACKET: usize = 1024 * 1024;
 /// Outbox messages taken but not yet acked, at most.
 pub const WINDOW: usize = 64;
 /// How long shutdown waits for the broker to ack the offline status.

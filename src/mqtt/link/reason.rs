@@ -38,6 +38,13 @@ pub(crate) fn describe(err: &ConnectionError) -> String {
             "broker closed the connection".to_owned()
         }
         ConnectionError::MqttState(StateError::Io(io)) => describe_io(io),
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(size),
+        )) => format!(
+            "broker sent a {size}-byte packet, over the {} KiB limit \
+             (a queued or retained oversized message repeats this at every reconnect)",
+            super::MAX_INCOMING_PACKET / 1024
+        ),
         ConnectionError::MqttState(other) => format!("protocol error: {other}"),
         ConnectionError::NotConnAck(packet) => {
             format!("broker answered the connect with {packet:?} instead of a connack")
@@ -143,6 +150,16 @@ mod tests {
             rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
         );
         assert!(describe(&ConnectionError::Io(io)).contains("client certificate"));
+    }
+
+    #[test]
+    fn oversized_inbound_is_explained() {
+        let e = ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(2_000_000),
+        ));
+        assert!(
+            describe(&e).starts_with("broker sent a 2000000-byte packet, over the 1024 KiB limit")
+        );
     }
 
     #[test]
