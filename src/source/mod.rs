@@ -161,6 +161,10 @@ impl SourceError {
                 limit,
                 announced: None,
             },
+            ureq::Error::Io(e) => SourceError::Transport {
+                url,
+                detail: e.to_string().to_lowercase(),
+            },
             ureq::Error::BadUri(detail) => SourceError::Config(format!("bad url {url}: {detail}")),
             other => SourceError::Transport {
                 url,
@@ -195,6 +199,11 @@ impl QueueClient {
             if d.is_zero() {
                 return Err(SourceError::Config(format!("{name} must be above zero")));
             }
+        }
+        if settings.max_model_bytes == 0 {
+            return Err(SourceError::Config(
+                "max_model_bytes must be above zero".into(),
+            ));
         }
         let mut tls = ureq::tls::TlsConfig::builder();
         if let Some(pem) = &settings.ca_pem {

@@ -87,7 +87,7 @@ fn resolve(base: &BaseUrl, allowed: &[String], raw: &str) -> Result<Resolved, St
     }
     if let Some(b) = raw
         .bytes()
-        .find(|b| b.is_ascii_control() || *b == b' ' || *b == b'\\')
+        .find(|b| b.is_ascii_control() || !b.is_ascii() || *b == b' ' || *b == b'\\')
     {
         return Err(format!("forbidden byte 0x{b:02x}"));
     }
@@ -291,6 +291,7 @@ mod tests {
             "javascript:alert(1)",
             "models//x.gcode",
             "models/x y.gcode",
+            "models/caf\u{e9}.gcode",
         ];
         for raw in cases {
             let got = check("http://q.farm/api", &[], raw);

@@ -1,0 +1,669 @@
+//! The job source against a real HTTP/1.1 server written here: a thread on
+//! 127.0.0.1:0 that answers each connection with the next scripted reply
+//! (status, headers, body, then close, cut short or stall) and records every
+//! request it read. One request per connection (`Connection: close`), so
+//! counting recorded requests counts what the client sent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use printgate::backoff::Backoff;
+use printgate::source::{
+    retry_download, Auth, PollOutcome, Poller, QueueClient, QueueSettings, SourceError,
+};
+
+// ---------------------------------------------------------------- server
+
+/// How a reply ends after its headers.
+#[derive(Clone, Copy)]
+enum End {
+    /// The whole body, then close.
+    Full,
+    /// The first n body bytes, then close (before Content-Length is reached).
+    CloseAfter(usize),
+    /// The first n body bytes, then hold the connection until the server drops.
+    StallAfter(usize),
+}
+
+#[derive(Clone)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    content_length: Option<u64>,
+    end: End,
+}
+
+impl Reply {
+    fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        let body = body.into();
+        Reply {
+            status,
+            headers: Vec::new(),
+            content_length: Some(body.len() as u64),
+            body,
+            end: End::Full,
+        }
+    }
+    fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+    fn content_length(mut self, n: Option<u64>) -> Self {
+        self.content_length = n;
+        self
+    }
+    fn end(mut self, end: End) -> Self {
+        self.end = end;
+        self
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Request {
+    line: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Replies are served in order; the last one repeats.
+struct Server {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Request>>>,
+    stop: Arc<AtomicBool>,
+    release: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(script: Vec<Reply>) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (release, released) = mpsc::channel::<()>();
+        let (log, stop2) = (requests.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut served = 0usize;
+            for stream in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let reply = script.get(served).or(script.last()).cloned();
+                served += 1;
+                if let (Some(request), Some(reply)) = (read_request(&stream), reply) {
+                    log.lock().unwrap().push(request);
+                    serve(stream, &reply, &released);
+                }
+            }
+        });
+        Server {
+            addr,
+            requests,
+            stop,
+            release: Some(release),
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        drop(self.release.take()); // wakes a stalled reply
+        let _ = TcpStream::connect(self.addr); // wakes accept()
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn read_request(stream: &TcpStream) -> Option<Request> {
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).ok()? == 0 || h == "\r\n" || headers.len() > 100 {
+            break;
+        }
+        if let Some((n, v)) = h.trim_end().split_once(':') {
+            headers.push((n.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    (!line.is_empty()).then(|| Request {
+        line: line.trim_end().to_owned(),
+        headers,
+    })
+}
+
+fn serve(mut stream: TcpStream, reply: &Reply, released: &mpsc::Receiver<()>) {
+    let mut head = format!(
+        "HTTP/1.1 {} Scripted\r\nConnection: close\r\n",
+        reply.status
+    );
+    if let Some(n) = reply.content_length {
+        head.push_str(&format!("Content-Length: {n}\r\n"));
+    }
+    for (n, v) in &reply.headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let body = match reply.end {
+        End::Full => &reply.body[..],
+        End::CloseAfter(n) | End::StallAfter(n) => &reply.body[..n.min(reply.body.len())],
+    };
+    // The client may hang up first (TooLarge, Timeout): write errors are fine.
+    let _ = stream
+        .write_all(head.as_bytes())
+        .and_then(|_| stream.write_all(body));
+    let _ = stream.flush();
+    if let End::StallAfter(_) = reply.end {
+        // Until the test drops the server (bounded, in case it never does).
+        let _ = released.recv_timeout(Duration::from_secs(30));
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// A fresh spool folder under cargo's per-target temp dir, removed on drop.
+struct Spool(PathBuf);
+
+impl Spool {
+    fn new(name: &str) -> Spool {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("source-http-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Spool(dir)
+    }
+    /// File names in the folder (empty if it does not exist).
+    fn files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn settings(base: &str, spool: &Spool) -> QueueSettings {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    QueueSettings {
+        base_url: base.to_owned(),
+        auth: Auth::None,
+        ca_pem: None,
+        allowed_hosts: Vec::new(),
+        max_model_bytes: 4 * 1024 * 1024,
+        connect_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(10),
+        total_timeout: Duration::from_secs(60),
+        spool_dir: spool.0.clone(),
+    }
+}
+
+fn client(server: &Server, spool: &Spool) -> QueueClient {
+    QueueClient::new(settings(&server.url(), spool)).unwrap()
+}
+
+fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(5), 0.2, 1)
+}
+
+/// Valid G-code of at least `size` bytes.
+fn gcode(size: usize) -> Vec<u8> {
+    let mut out = b"; generated\nG28\nM104 S210\n".to_vec();
+    let mut i = 0u64;
+    while out.len() < size {
+        out.extend(
+            format!(
+                "G1 X{}.{} Y{} E{}.5 ; move {i}\n",
+                i % 200,
+                i % 10,
+                i % 180,
+                i
+            )
+            .bytes(),
+        );
+        i += 1;
+    }
+    out
+}
+
+const JOB: &str = r#"{"id":"job-123","modelId":"model-456","assignedPrinterId":null,"priority":10,"status":"pending","submittedAt":"2025-06-15T08:30:00Z","updatedAt":"2025-06-15T08:30:00Z"}"#;
+
+// ---------------------------------------------------------------- the queue
+
+#[test]
+fn fetch_job_returns_the_job_and_encodes_the_printer_id() {
+    let server = Server::start(vec![
+        Reply::new(200, JOB).header("Content-Type", "application/json")
+    ]);
+    let spool = Spool::new("fetch-200");
+    let client = QueueClient::new(settings(&format!("{}/api", server.url()), &spool)).unwrap();
+    let job = client.fetch_job("printer 1/a").unwrap().unwrap();
+    assert_eq!(
+        (job.id.as_str(), job.model_id.as_str(), job.priority),
+        ("job-123", "model-456", 10)
+    );
+    assert_eq!(job.model_url(), "models/model-456.gcode");
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(
+        reqs[0].line,
+        "GET /api/prioritary_job?printerId=printer%201%2Fa HTTP/1.1"
+    );
+    assert_eq!(reqs[0].header("authorization"), None);
+}
+
+#[test]
+fn no_content_not_found_and_null_mean_no_job() {
+    let server = Server::start(vec![
+        Reply::new(204, ""),
+        Reply::new(404, "no job"),
+        Reply::new(200, "null"),
+    ]);
+    let spool = Spool::new("fetch-none");
+    let client = client(&server, &spool);
+    for _ in 0..3 {
+        assert!(client.fetch_job("p1").unwrap().is_none());
+    }
+    assert_eq!(server.requests().len(), 3);
+}
+
+#[test]
+fn server_error_is_retryable() {
+    let server = Server::start(vec![Reply::new(500, "boom")]);
+    let spool = Spool::new("fetch-500");
+    let err = client(&server, &spool).fetch_job("p1").unwrap_err();
+    assert!(
+        matches!(err, SourceError::Http { status: 500, .. }),
+        "{err}"
+    );
+    assert!(err.is_retryable());
+}
+
+#[test]
+fn html_and_half_json_are_bad_bodies() {
+    let server = Server::start(vec![
+        Reply::new(200, "<html><body>502 Bad Gateway</body></html>"),
+        Reply::new(200, r#"{"id":"job-1","modelId":"m"#),
+    ]);
+    let spool = Spool::new("fetch-bad");
+    let client = client(&server, &spool);
+    let html = client.fetch_job("p1").unwrap_err();
+    assert!(
+        matches!(html, SourceError::BadBody { .. }) && html.is_retryable(),
+        "{html}"
+    );
+    assert!(html.to_string().contains("<html>"), "{html}");
+    let half = client.fetch_job("p1").unwrap_err();
+    assert!(
+        matches!(half, SourceError::BadBody { .. }) && half.is_retryable(),
+        "{half}"
+    );
+}
+
+#[test]
+fn refused_connection_is_retryable_transport() {
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = dead.local_addr().unwrap();
+    drop(dead);
+    let spool = Spool::new("refused");
+    let client = QueueClient::new(settings(&format!("http://{addr}"), &spool)).unwrap();
+    let err = client.fetch_job("p1").unwrap_err();
+    assert!(matches!(err, SourceError::Transport { .. }), "{err}");
+    assert!(err.is_retryable());
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
+
+#[test]
+fn bearer_and_basic_credentials_reach_the_queue() {
+    let server = Server::start(vec![Reply::new(204, "")]);
+    let spool = Spool::new("auth");
+    let mut s = settings(&server.url(), &spool);
+    s.auth = Auth::Bearer("tok-42".into());
+    QueueClient::new(s.clone())
+        .unwrap()
+        .fetch_job("p1")
+        .unwrap();
+    s.auth = Auth::Basic {
+        user: "farm".into(),
+        password: "s3cret".into(),
+    };
+    QueueClient::new(s).unwrap().fetch_job("p1").unwrap();
+    let reqs = server.requests();
+    assert_eq!(reqs[0].header("authorization"), Some("Bearer tok-42"));
+    assert_eq!(
+        reqs[1].header("authorization"),
+        Some("Basic ZmFybTpzM2NyZXQ=")
+    ); // farm:s3cret
+}
+
+#[test]
+fn poller_backs_off_on_errors_and_keeps_the_interval_otherwise() {
+    let server = Server::start(vec![
+        Reply::new(503, ""),
+        Reply::new(204, ""),
+        Reply::new(200, JOB),
+    ]);
+    let spool = Spool::new("poller");
+    let client = client(&server, &spool);
+    let interval = Duration::from_secs(7);
+    let mut poller = Poller::new(
+        interval,
+        Backoff::new(Duration::from_secs(1), Duration::from_secs(60), 0.0, 3),
+    );
+    match poller.poll_once(&client, "p1") {
+        PollOutcome::Error { err, next_in } => {
+            assert!(err.is_retryable());
+            assert_eq!(next_in, Duration::from_secs(1));
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert!(
+        matches!(poller.poll_once(&client, "p1"), PollOutcome::NoJob { next_in } if next_in == interval)
+    );
+    assert!(
+        matches!(poller.poll_once(&client, "p1"), PollOutcome::Job(job) if job.id == "job-123")
+    );
+}
+
+// ---------------------------------------------------------------- models
+
+#[test]
+fn a_one_megabyte_model_is_downloaded_checked_and_renamed() {
+    let model = gcode(1024 * 1024);
+    let server = Server::start(vec![Reply::new(200, model.clone())]);
+    let spool = Spool::new("download-1mb");
+    let got = client(&server, &spool)
+        .download_model("models/model-456.gcode", "job-123")
+        .unwrap();
+    assert_eq!(got.bytes, model.len() as u64);
+    assert_eq!(
+        got.lines,
+        model.iter().filter(|b| **b == b'\n').count() as u64
+    );
+    assert_eq!(got.path, spool.0.join("job-123.gcode"));
+    assert_eq!(std::fs::read(&got.path).unwrap(), model);
+    assert_eq!(spool.files(), vec!["job-123.gcode"]);
+    assert_eq!(
+        server.requests()[0].line,
+        "GET /models/model-456.gcode HTTP/1.1"
+    );
+}
+
+#[test]
+fn a_stalled_body_times_out_and_leaves_nothing() {
+    let model = gcode(64 * 1024);
+    let server = Server::start(vec![Reply::new(200, model).end(End::StallAfter(20_000))]);
+    let spool = Spool::new("stall");
+    let mut s = settings(&server.url(), &spool);
+    s.read_timeout = Duration::from_millis(300);
+    let err = QueueClient::new(s)
+        .unwrap()
+        .download_model("models/m.gcode", "job-1")
+        .unwrap_err();
+    assert!(
+        matches!(err, SourceError::Timeout { what: "read", .. }),
+        "{err}"
+    );
+    assert!(err.is_retryable());
+    assert!(spool.files().is_empty(), "{:?}", spool.files());
+}
+
+#[test]
+fn a_body_cut_before_its_content_length_is_truncated() {
+    let model = gcode(100_000);
+    let server = Server::start(vec![
+        Reply::new(200, model.clone()).end(End::CloseAfter(40_000))
+    ]);
+    let spool = Spool::new("truncated");
+    let err = client(&server, &spool)
+        .download_model("models/m.gcode", "job-1")
+        .unwrap_err();
+    match &err {
+        SourceError::Truncated { expected, got, .. } => {
+            assert_eq!(*expected, Some(model.len() as u64));
+            assert!(*got <= 40_000, "{err}");
+        }
+        other => panic!("expected Truncated, got {other}"),
+    }
+    assert!(err.is_retryable());
+    assert!(spool.files().is_empty());
+}
+
+#[test]
+fn a_huge_content_length_is_refused_unread() {
+    let server = Server::start(vec![Reply::new(200, gcode(1000))
+        .content_length(Some(2_147_483_648))
+        .end(End::StallAfter(1000))]);
+    let spool = Spool::new("too-large");
+    let err = client(&server, &spool)
+        .download_model("models/m.gcode", "job-1")
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SourceError::TooLarge {
+                announced: Some(2_147_483_648),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+    assert!(spool.files().is_empty());
+}
+
+#[test]
+fn a_body_without_length_stops_at_the_limit() {
+    let server = Server::start(vec![Reply::new(200, gcode(50_000)).content_length(None)]);
+    let spool = Spool::new("no-length");
+    let mut s = settings(&server.url(), &spool);
+    s.max_model_bytes = 10_000;
+    let err = QueueClient::new(s)
+        .unwrap()
+        .download_model("models/m.gcode", "job-1")
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SourceError::TooLarge {
+                limit: 10_000,
+                announced: None,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(spool.files().is_empty());
+}
+
+#[test]
+fn unsafe_model_urls_make_no_request() {
+    let server = Server::start(vec![Reply::new(200, gcode(100))]);
+    let spool = Spool::new("unsafe");
+    let client = client(&server, &spool);
+    for url in [
+        "../../etc/passwd",
+        "%2e%2e/",
+        "models/%2e%2e/x",
+        "file:///etc/passwd",
+        "//evil.com/x",
+    ] {
+        let err = client.download_model(url, "job-1").unwrap_err();
+        assert!(
+            matches!(err, SourceError::UnsafeModelUrl { .. }),
+            "{url}: {err}"
+        );
+        assert!(!err.is_retryable());
+    }
+    assert_eq!(server.requests().len(), 0);
+}
+
+#[test]
+fn credentials_stay_home_when_the_model_is_elsewhere() {
+    let queue = Server::start(vec![Reply::new(204, "")]);
+    let files = Server::start(vec![Reply::new(200, gcode(100))]);
+    let spool = Spool::new("foreign-host");
+    let mut s = settings(&queue.url(), &spool);
+    s.auth = Auth::Bearer("tok".into());
+    s.allowed_hosts = vec![files.addr.to_string()];
+    let got = QueueClient::new(s)
+        .unwrap()
+        .download_model(&format!("{}/x.gcode", files.url()), "j")
+        .unwrap();
+    assert!(got.bytes >= 100);
+    assert_eq!(files.requests()[0].header("authorization"), None);
+}
+
+#[test]
+fn a_redirect_is_not_followed() {
+    let server = Server::start(vec![Reply::new(302, "").header("Location", "/etc/passwd")]);
+    let spool = Spool::new("redirect");
+    let err = client(&server, &spool)
+        .download_model("models/m.gcode", "job-1")
+        .unwrap_err();
+    assert!(
+        matches!(err, SourceError::Http { status: 302, .. }),
+        "{err}"
+    );
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[test]
+fn a_binary_model_is_not_gcode() {
+    let mut model = b"G28\n".to_vec();
+    model.extend((0..=255u8).cycle().take(10_000));
+    let server = Server::start(vec![Reply::new(200, model)]);
+    let spool = Spool::new("binary");
+    let err = client(&server, &spool)
+        .download_model("models/m.gcode", "job-1")
+        .unwrap_err();
+    assert!(matches!(err, SourceError::NotGcode { .. }), "{err}");
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("line 2"), "{err}");
+    assert!(spool.files().is_empty());
+}
+
+#[test]
+fn a_long_command_is_not_gcode_and_names_its_line() {
+    let mut model = gcode(5_000);
+    let line = model.iter().filter(|b| **b == b'\n').count() + 1;
+    model.extend(b"M117 ");
+    model.extend(std::iter::repeat_n(b'X', 195));
+    model.extend(b"\nG28\n");
+    let server = Server::start(vec![Reply::new(200, model)]);
+    let spool = Spool::new("long-command");
+    let err = client(&server, &spool)
+        .download_model("models/m.gcode", "job-1")
+        .unwrap_err();
+    assert!(matches!(err, SourceError::NotGcode { .. }), "{err}");
+    assert!(err.to_string().contains(&format!("line {line}:")), "{err}");
+    assert!(spool.files().is_empty());
+}
+
+// ---------------------------------------------------------------- retries
+
+#[test]
+fn retry_download_survives_two_server_errors() {
+    let model = gcode(10_000);
+    let server = Server::start(vec![
+        Reply::new(500, ""),
+        Reply::new(500, ""),
+        Reply::new(200, model.clone()),
+    ]);
+    let spool = Spool::new("retry-ok");
+    let mut slept = Vec::new();
+    let got = retry_download(
+        &client(&server, &spool),
+        "models/m.gcode",
+        "job-9",
+        5,
+        &mut backoff(),
+        |d| slept.push(d),
+    )
+    .unwrap();
+    assert_eq!(got.bytes, model.len() as u64);
+    assert_eq!(slept.len(), 2);
+    assert_eq!(server.requests().len(), 3);
+}
+
+#[test]
+fn retry_download_gives_up_after_max_retries() {
+    let server = Server::start(vec![Reply::new(503, "")]);
+    let spool = Spool::new("retry-give-up");
+    let mut slept = 0;
+    let err = retry_download(
+        &client(&server, &spool),
+        "models/m.gcode",
+        "job-9",
+        3,
+        &mut backoff(),
+        |_| slept += 1,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, SourceError::Http { status: 503, .. }),
+        "{err}"
+    );
+    assert_eq!(slept, 3);
+    assert_eq!(server.requests().len(), 4);
+    assert!(spool.files().is_empty());
+}
+
+#[test]
+fn retry_download_stops_at_once_on_not_found() {
+    let server = Server::start(vec![Reply::new(404, "")]);
+    let spool = Spool::new("retry-404");
+    let mut slept = 0;
+    let err = retry_download(
+        &client(&server, &spool),
+        "models/m.gcode",
+        "job-9",
+        5,
+        &mut backoff(),
+        |_| slept += 1,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, SourceError::Http { status: 404, .. }),
+        "{err}"
+    );
+    assert_eq!((slept, server.requests().len()), (0, 1));
+}
