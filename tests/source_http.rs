@@ -1,193 +1,20 @@
-//! The job source against a real HTTP/1.1 server written here: a thread on
-//! 127.0.0.1:0 that answers each connection with the next scripted reply
-//! (status, headers, body, then close, cut short or stall) and records every
-//! request it read. One request per connection (`Connection: close`), so
-//! counting recorded requests counts what the client sent.
+//! The job source against a real HTTP/1.1 server on 127.0.0.1 (see
+//! `server.rs`): statuses, bad bodies, stalls, early closes, huge lengths,
+//! unsafe URLs, auth, TLS, and the retry helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+#[path = "source_http/server.rs"]
+mod server;
+
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use printgate::backoff::Backoff;
 use printgate::source::{
     retry_download, Auth, PollOutcome, Poller, QueueClient, QueueSettings, SourceError,
 };
-
-// ---------------------------------------------------------------- server
-
-/// How a reply ends after its headers.
-#[derive(Clone, Copy)]
-enum End {
-    /// The whole body, then close.
-    Full,
-    /// The first n body bytes, then close (before Content-Length is reached).
-    CloseAfter(usize),
-    /// The first n body bytes, then hold the connection until the server drops.
-    StallAfter(usize),
-}
-
-#[derive(Clone)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    content_length: Option<u64>,
-    end: End,
-}
-
-impl Reply {
-    fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        let body = body.into();
-        Reply {
-            status,
-            headers: Vec::new(),
-            content_length: Some(body.len() as u64),
-            body,
-            end: End::Full,
-        }
-    }
-    fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-    fn content_length(mut self, n: Option<u64>) -> Self {
-        self.content_length = n;
-        self
-    }
-    fn end(mut self, end: End) -> Self {
-        self.end = end;
-        self
-    }
-}
-
-#[derive(Clone, Debug)]
-struct Request {
-    line: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Replies are served in order; the last one repeats.
-struct Server {
-    addr: SocketAddr,
-    requests: Arc<Mutex<Vec<Request>>>,
-    stop: Arc<AtomicBool>,
-    release: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(script: Vec<Reply>) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (release, released) = mpsc::channel::<()>();
-        let (log, stop2) = (requests.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut served = 0usize;
-            for stream in listener.incoming() {
-                if stop2.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                let reply = script.get(served).or(script.last()).cloned();
-                served += 1;
-                if let (Some(request), Some(reply)) = (read_request(&stream), reply) {
-                    log.lock().unwrap().push(request);
-                    serve(stream, &reply, &released);
-                }
-            }
-        });
-        Server {
-            addr,
-            requests,
-            stop,
-            release: Some(release),
-            thread: Some(thread),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn requests(&self) -> Vec<Request> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        drop(self.release.take()); // wakes a stalled reply
-        let _ = TcpStream::connect(self.addr); // wakes accept()
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn read_request(stream: &TcpStream) -> Option<Request> {
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).ok()? == 0 || h == "\r\n" || headers.len() > 100 {
-            break;
-        }
-        if let Some((n, v)) = h.trim_end().split_once(':') {
-            headers.push((n.trim().to_owned(), v.trim().to_owned()));
-        }
-    }
-    (!line.is_empty()).then(|| Request {
-        line: line.trim_end().to_owned(),
-        headers,
-    })
-}
-
-fn serve(mut stream: TcpStream, reply: &Reply, released: &mpsc::Receiver<()>) {
-    let mut head = format!(
-        "HTTP/1.1 {} Scripted\r\nConnection: close\r\n",
-        reply.status
-    );
-    if let Some(n) = reply.content_length {
-        head.push_str(&format!("Content-Length: {n}\r\n"));
-    }
-    for (n, v) in &reply.headers {
-        head.push_str(&format!("{n}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    let body = match reply.end {
-        End::Full => &reply.body[..],
-        End::CloseAfter(n) | End::StallAfter(n) => &reply.body[..n.min(reply.body.len())],
-    };
-    // The client may hang up first (TooLarge, Timeout): write errors are fine.
-    let _ = stream
-        .write_all(head.as_bytes())
-        .and_then(|_| stream.write_all(body));
-    let _ = stream.flush();
-    if let End::StallAfter(_) = reply.end {
-        // Until the test drops the server (bounded, in case it never does).
-        let _ = released.recv_timeout(Duration::from_secs(30));
-    }
-}
+use server::{End, Reply, Server};
 
 // ---------------------------------------------------------------- helpers
 
@@ -400,6 +227,44 @@ fn poller_backs_off_on_errors_and_keeps_the_interval_otherwise() {
     );
     assert!(
         matches!(poller.poll_once(&client, "p1"), PollOutcome::Job(job) if job.id == "job-123")
+    );
+}
+
+#[test]
+fn tls_with_the_configured_ca() {
+    let server = Server::start_tls(vec![Reply::new(200, JOB)]);
+    let spool = Spool::new("tls");
+    let base = format!("https://{}", server.addr);
+    let mut s = settings(&base, &spool);
+    s.ca_pem = Some(include_bytes!("testdata/ca.pem").to_vec());
+    let job = QueueClient::new(s)
+        .unwrap()
+        .fetch_job("p1")
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.id, "job-123");
+
+    // The web PKI roots do not know the test CA.
+    let err = QueueClient::new(settings(&base, &spool))
+        .unwrap()
+        .fetch_job("p1")
+        .unwrap_err();
+    assert!(matches!(err, SourceError::Transport { .. }), "{err}");
+}
+
+#[test]
+fn bad_settings_are_config_errors() {
+    let spool = Spool::new("bad-settings");
+    let mut s = settings("http://127.0.0.1:1", &spool);
+    s.ca_pem = Some(b"not a pem".to_vec());
+    assert!(matches!(QueueClient::new(s), Err(SourceError::Config(_))));
+    let mut s = settings("http://127.0.0.1:1", &spool);
+    s.read_timeout = Duration::ZERO;
+    assert!(matches!(QueueClient::new(s), Err(SourceError::Config(_))));
+    let err = QueueClient::new(settings("queue.farm/api", &spool)).unwrap_err();
+    assert!(
+        matches!(err, SourceError::Config(_)) && !err.is_retryable(),
+        "{err}"
     );
 }
 
