@@ -312,6 +312,46 @@ fn a_stalled_body_times_out_and_leaves_nothing() {
 }
 
 #[test]
+fn a_server_that_never_answers_times_out() {
+    let server = Server::start(vec![Reply::new(200, JOB).end(End::Silent)]);
+    let spool = Spool::new("silent");
+    let mut s = settings(&server.url(), &spool);
+    s.read_timeout = Duration::from_millis(300);
+    let err = QueueClient::new(s).unwrap().fetch_job("p1").unwrap_err();
+    assert!(matches!(err, SourceError::Timeout { .. }), "{err}");
+    assert!(err.is_retryable());
+}
+
+#[test]
+fn chunked_models_download_and_a_cut_chunked_body_is_truncated() {
+    let model = gcode(30_000);
+    let mut chunked = Vec::new();
+    for piece in model.chunks(7_000) {
+        chunked.extend(format!("{:x}\r\n", piece.len()).bytes());
+        chunked.extend(piece);
+        chunked.extend(b"\r\n");
+    }
+    chunked.extend(b"0\r\n\r\n");
+    let cut = chunked.len() / 2;
+    let reply = Reply::new(200, chunked)
+        .content_length(None)
+        .header("Transfer-Encoding", "chunked");
+    let server = Server::start(vec![reply.clone(), reply.end(End::CloseAfter(cut))]);
+    let spool = Spool::new("chunked");
+    let client = client(&server, &spool);
+    let got = client.download_model("models/m.gcode", "job-1").unwrap();
+    assert_eq!(std::fs::read(&got.path).unwrap(), model);
+    let err = client
+        .download_model("models/m.gcode", "job-2")
+        .unwrap_err();
+    assert!(
+        matches!(err, SourceError::Truncated { expected: None, .. }),
+        "{err}"
+    );
+    assert_eq!(spool.files(), vec!["job-1.gcode"]);
+}
+
+#[test]
 fn a_body_cut_before_its_content_length_is_truncated() {
     let model = gcode(100_000);
     let server = Server::start(vec![

@@ -148,8 +148,10 @@ impl SourceError {
                 what: match t {
                     T::Resolve | T::Connect => "connect",
                     T::PerRead | T::RecvBody => "read",
-                    T::Global | T::PerCall => "request",
-                    _ => "send",
+                    T::RecvResponse => "response",
+                    T::PerWrite | T::SendRequest | T::SendBody => "send",
+                    // Global, PerCall, and any kind a later ureq adds.
+                    _ => "request",
                 },
             },
             ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {

@@ -5,7 +5,7 @@
 //! job with an odd `priority` is better printed than lost. The caller must
 //! persist the returned job before doing anything else with it.
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::body::copy_body;
@@ -14,8 +14,9 @@ use super::{percent_encode, QueueClient, SourceError};
 /// Largest job body accepted: a job is a few hundred bytes.
 const MAX_JOB_BYTES: u64 = 64 * 1024;
 
-/// A job as the queue manager sends it (seed 000's JSON, camelCase).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// A job as the queue manager sends it (seed 000's JSON, camelCase);
+/// `Serialize` gives the same shape back, for storing it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueJob {
     pub id: String,
@@ -142,6 +143,13 @@ mod tests {
         assert_eq!(job.priority, 10);
         assert_eq!(job.status.as_deref(), Some("pending"));
         assert_eq!(job.model_url(), "models/model-456.gcode");
+    }
+
+    #[test]
+    fn a_serialized_job_parses_back_the_same() {
+        let job = QueueJob::from_body(SEED_JOB.as_bytes()).unwrap().unwrap();
+        let json = serde_json::to_vec(&job).unwrap();
+        assert_eq!(QueueJob::from_body(&json).unwrap(), Some(job));
     }
 
     #[test]

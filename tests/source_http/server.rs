@@ -20,6 +20,8 @@ pub enum End {
     CloseAfter(usize),
     /// The first n body bytes, then hold the connection until the server drops.
     StallAfter(usize),
+    /// Nothing at all, not even the status line, until the server drops.
+    Silent,
 }
 
 #[derive(Clone)]
@@ -198,6 +200,10 @@ fn read_request(stream: &mut impl Read) -> Option<Request> {
 }
 
 fn serve(mut stream: impl Write, reply: &Reply, released: &mpsc::Receiver<()>) {
+    if let End::Silent = reply.end {
+        let _ = released.recv_timeout(Duration::from_secs(30));
+        return;
+    }
     let mut head = format!(
         "HTTP/1.1 {} Scripted\r\nConnection: close\r\n",
         reply.status
@@ -210,7 +216,7 @@ fn serve(mut stream: impl Write, reply: &Reply, released: &mpsc::Receiver<()>) {
     }
     head.push_str("\r\n");
     let body = match reply.end {
-        End::Full => &reply.body[..],
+        End::Full | End::Silent => &reply.body[..],
         End::CloseAfter(n) | End::StallAfter(n) => &reply.body[..n.min(reply.body.len())],
     };
     // The client may hang up first (TooLarge, Timeout): write errors are fine.
