@@ -176,9 +176,8 @@ impl SourceError {
     }
 }
 
-/// The queue manager client. Cheap to share behind an `Arc`; every call is
-/// blocking and independent.
-#[derive(Debug)]
+/// The queue manager client. `Send + Sync`: share it behind an `Arc`; every
+/// call is blocking and independent.
 pub struct QueueClient {
     agent: ureq::Agent,
     base: BaseUrl,
@@ -186,6 +185,19 @@ pub struct QueueClient {
     allowed_hosts: Vec<String>,
     max_model_bytes: u64,
     spool_dir: PathBuf,
+}
+
+impl std::fmt::Debug for QueueClient {
+    // The Authorization header stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueClient")
+            .field("base", &self.base)
+            .field("auth", &self.auth_header.as_ref().map(|_| ".."))
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("max_model_bytes", &self.max_model_bytes)
+            .field("spool_dir", &self.spool_dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl QueueClient {
@@ -205,6 +217,15 @@ impl QueueClient {
         if settings.max_model_bytes == 0 {
             return Err(SourceError::Config(
                 "max_model_bytes must be above zero".into(),
+            ));
+        }
+        let auth_header = auth_header(&settings.auth);
+        if auth_header
+            .as_deref()
+            .is_some_and(|h| h.bytes().any(|b| b.is_ascii_control()))
+        {
+            return Err(SourceError::Config(
+                "control character in credentials".into(),
             ));
         }
         let mut tls = ureq::tls::TlsConfig::builder();
@@ -245,7 +266,7 @@ impl QueueClient {
         Ok(QueueClient {
             agent: ureq::Agent::new_with_config(config),
             base,
-            auth_header: auth_header(&settings.auth),
+            auth_header,
             allowed_hosts,
             max_model_bytes: settings.max_model_bytes,
             spool_dir: settings.spool_dir,
@@ -346,12 +367,29 @@ mod tests {
     }
 
     #[test]
-    fn auth_debug_hides_secrets() {
+    fn debug_output_hides_secrets() {
         let basic = Auth::Basic {
             user: "bob".into(),
             password: "hunter2".into(),
         };
         assert!(!format!("{basic:?}").contains("hunter2"));
-        assert!(!format!("{:?}", Auth::Bearer("tok".into())).contains("tok"));
+        let settings = QueueSettings {
+            base_url: "http://q.farm".into(),
+            auth: Auth::Bearer("s3cret-token".into()),
+            ca_pem: None,
+            allowed_hosts: vec![],
+            max_model_bytes: 1,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            total_timeout: Duration::from_secs(1),
+            spool_dir: PathBuf::from("spool"),
+        };
+        let client = QueueClient::new(settings.clone()).unwrap();
+        assert!(!format!("{client:?} {settings:?}").contains("s3cret"));
+        let bad = QueueSettings {
+            auth: Auth::Bearer("a\r\nX-Evil: 1".into()),
+            ..settings
+        };
+        assert!(matches!(QueueClient::new(bad), Err(SourceError::Config(_))));
     }
 }
