@@ -272,6 +272,13 @@ mod tests {
     }
 
     #[test]
+    fn client_can_be_shared_across_blocking_tasks() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<QueueClient>();
+        send_sync::<SourceError>();
+    }
+
+    #[test]
     fn debug_output_hides_secrets() {
         let basic = Auth::Basic {
             user: "bob".into(),
