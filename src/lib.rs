@@ -15,5 +15,6 @@
 
 pub mod backoff;
 pub mod cli;
+pub mod printer;
 pub mod protocol;
 pub mod source;

@@ -44,10 +44,17 @@ impl std::error::Error for LineError {}
 /// Strips a `;` comment and surrounding whitespace. Returns `Ok(None)` for a
 /// line with nothing to send, the command otherwise.
 pub fn prepare(raw: &str) -> Result<Option<&str>, LineError> {
+    Ok(prepare_range(raw)?.and_then(|r| raw.get(r)))
+}
+
+/// Like [`prepare`], but gives the command's byte range within `raw`, for
+/// callers that keep the line in their own buffer.
+pub fn prepare_range(raw: &str) -> Result<Option<std::ops::Range<usize>>, LineError> {
     let code = match raw.find(';') {
         Some(i) => raw.get(..i).unwrap_or(""),
         None => raw,
     };
+    let start = code.len() - code.trim_start().len();
     let cmd = code.trim();
     if cmd.is_empty() {
         return Ok(None);
@@ -68,7 +75,7 @@ pub fn prepare(raw: &str) -> Result<Option<&str>, LineError> {
             max: MAX_COMMAND_LEN,
         });
     }
-    Ok(Some(cmd))
+    Ok(Some(start..start + cmd.len()))
 }
 
 /// XOR of every byte, as Marlin computes it over `N<n> <command>`.

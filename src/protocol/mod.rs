@@ -195,3 +195,18 @@ pub struct Stats {
     pub swallowed_oks: u64,
     pub unexpected_oks: u64,
 }
+
+impl Stats {
+    /// Counters accumulated since `earlier` (a snapshot of the same core).
+    pub fn since(&self, earlier: &Stats) -> Stats {
+        Stats {
+            lines_sent: self.lines_sent.saturating_sub(earlier.lines_sent),
+            bytes_sent: self.bytes_sent.saturating_sub(earlier.bytes_sent),
+            resends: self.resends.saturating_sub(earlier.resends),
+            timeouts: self.timeouts.saturating_sub(earlier.timeouts),
+            line_errors: self.line_errors.saturating_sub(earlier.line_errors),
+            swallowed_oks: self.swallowed_oks.saturating_sub(earlier.swallowed_oks),
+            unexpected_oks: self.unexpected_oks.saturating_sub(earlier.unexpected_oks),
+        }
+    }
+}
