@@ -14,4 +14,5 @@
 //! `main.rs` is a thin clap front end over [`cli`].
 
 pub mod cli;
+pub mod lifecycle;
 pub mod protocol;
