@@ -16,3 +16,4 @@
 pub mod cli;
 pub mod lifecycle;
 pub mod protocol;
+pub mod store;
