@@ -130,3 +130,110 @@ fn reader_without_database_says_so() {
         "reader must not create it"
     );
 }
+
+/// Bytes the writer thread hands to the kernel (`wchar` in
+/// `/proc/thread-self/io`, read on the writer thread itself): WAL frames,
+/// checkpoint copies into the main file, fsyncs not included.
+#[cfg(target_os = "linux")]
+fn writer_bytes(store: &Store) -> u64 {
+    let io = store
+        .submit(|_| Ok(std::fs::read_to_string("/proc/thread-self/io").unwrap_or_default()))
+        .blocking()
+        .unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+/// One printer-hour: a progress write every `interval_s` (with its coalesced
+/// outbox row) plus 10 state changes with events. `broker_up` also delivers
+/// each row (read + delete), as the MQTT link does when connected.
+#[cfg(target_os = "linux")]
+fn printer_hour(interval_s: u32, broker_up: bool) -> u64 {
+    let dir = TestDir::new("wear");
+    let store = Store::open(dir.path()).unwrap();
+    let seed = PrinterSeed {
+        id: "p1".into(),
+        port: "/dev/null".into(),
+        filament: None,
+    };
+    store.sync_printers(&[seed]).blocking().unwrap();
+    let job = NewJob {
+        id: "j1".into(),
+        printer_id: Some("p1".into()),
+        source: JobSource::Local,
+        model_url: None,
+        gcode_path: Some("/spool/j1.gcode".into()),
+        filament: None,
+        priority: 0,
+        estimated_s: Some(3600),
+        params: None,
+    };
+    store.add_job(job, None).blocking().unwrap();
+    store
+        .transition_job("j1", JobState::Printing, None, None)
+        .blocking()
+        .unwrap();
+    let item = |kind, n: u32| {
+        OutboxItem {
+        topic: "device/printer/p1/progress".into(),
+        payload: format!(
+            r#"{{"printerId":"p1","jobId":"j1","status":"printing","progress":{},"seq":{n},"timestamp":"2025-06-15T08:30:00Z"}}"#,
+            n / 36
+        )
+        .into_bytes(),
+        retain: false,
+        kind,
+        printer_id: Some("p1".into()),
+    }
+    };
+    let before = writer_bytes(&store);
+    let writes = 3600 / interval_s;
+    let mut cursor = 0;
+    for n in 0..writes {
+        let (lines, pct) = (u64::from(n) * 100, f64::from(n) / f64::from(writes) * 100.0);
+        let ev = Some(item(OutboxKind::Progress, n));
+        store
+            .record_progress("j1", lines, lines * 30, pct, ev)
+            .blocking()
+            .unwrap();
+        if n % (writes / 10) == 0 {
+            let to = if n / (writes / 10) % 2 == 0 {
+                JobState::Paused
+            } else {
+                JobState::Printing
+            };
+            let ev = Some(item(OutboxKind::Event, n));
+            store.transition_job("j1", to, None, ev).blocking().unwrap();
+        }
+        if broker_up {
+            for row in store.outbox_after(cursor, 10).blocking().unwrap() {
+                cursor = row.seq;
+                store.outbox_delivered(row.seq).blocking().unwrap();
+            }
+        }
+    }
+    writer_bytes(&store) - before
+}
+
+/// The SD-wear figure for the report. Ignored by default (it performs ~7000
+/// fsynced commits); run with
+/// `cargo test --lib sd_wear -- --ignored --nocapture`.
+#[cfg(target_os = "linux")]
+#[test]
+#[ignore]
+fn sd_wear_per_printer_hour() {
+    for interval in [1, 10] {
+        for broker_up in [false, true] {
+            let bytes = printer_hour(interval, broker_up);
+            println!(
+                "progress every {interval:>2} s, broker {}: {:>9} bytes/printer-hour ({:.1} MiB, ~{} WAL frames of 4 KiB)",
+                if broker_up { "up  " } else { "down" },
+                bytes,
+                bytes as f64 / 1048576.0,
+                bytes / 4120
+            );
+        }
+    }
+}
