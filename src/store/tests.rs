@@ -199,7 +199,7 @@ fn printer_hour(interval_s: u32, broker_up: bool) -> u64 {
             .blocking()
             .unwrap();
         if n % (writes / 10) == 0 {
-            let to = if n / (writes / 10) % 2 == 0 {
+            let to = if (n / (writes / 10)).is_multiple_of(2) {
                 JobState::Paused
             } else {
                 JobState::Printing
