@@ -14,6 +14,7 @@
 //! `main.rs` is a thin clap front end over [`cli`].
 
 pub mod cli;
+pub mod config;
 pub mod lifecycle;
 pub mod protocol;
 pub mod store;
