@@ -34,15 +34,17 @@ pub enum ConfigError {
 }
 
 fn invalid_text(path: &Path, line: Option<usize>, key: &str, msg: &str) -> String {
-    let place = match line {
-        Some(line) => format!("{}:{line}", path.display()),
-        None => path.display().to_string(),
+    let mut text = match line {
+        Some(line) => format!("{}:{line}: ", path.display()),
+        None if path.as_os_str().is_empty() => String::new(),
+        None => format!("{}: ", path.display()),
     };
-    if key.is_empty() {
-        format!("{place}: {msg}")
-    } else {
-        format!("{place}: {key}: {msg}")
+    if !key.is_empty() {
+        text.push_str(key);
+        text.push_str(": ");
     }
+    text.push_str(msg);
+    text
 }
 
 /// Defines the serial settings once: the resolved struct with defaults, the
