@@ -1,101 +1,13 @@
-//! The store through its public API, on a real SQLite file in a temp dir.
+//! Jobs, printers, recovery, retention and the reader through the public
+//! API, on a real SQLite file in a temp dir.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../src/store/testdir.rs"]
-mod testdir;
+mod common;
 
+use common::*;
 use printgate::lifecycle::{JobState, PrinterState};
-use printgate::store::{
-    AddOutcome, JobSource, NewJob, OutboxItem, OutboxKind, PrinterSeed, Store, StoreError,
-    StoreReader,
-};
+use printgate::store::{AddOutcome, Store, StoreError, StoreReader};
 use std::time::Duration;
-use testdir::TestDir;
-
-fn seed(id: &str, filament: &str) -> PrinterSeed {
-    PrinterSeed {
-        id: id.into(),
-        port: format!("/dev/tty-{id}"),
-        filament: Some(filament.into()),
-    }
-}
-
-fn job(id: &str, printer: Option<&str>, filament: Option<&str>, priority: i64) -> NewJob {
-    NewJob {
-        id: id.into(),
-        printer_id: printer.map(Into::into),
-        source: JobSource::Queue,
-        model_url: Some(format!("models/{id}.gcode")),
-        gcode_path: None,
-        filament: filament.map(Into::into),
-        priority,
-        estimated_s: Some(3600),
-        params: Some(serde_json::json!({"infill": 20})),
-    }
-}
-
-fn event(printer: &str, text: &str) -> OutboxItem {
-    OutboxItem {
-        topic: format!("device/printer/{printer}/event"),
-        payload: text.as_bytes().to_vec(),
-        retain: false,
-        kind: OutboxKind::Event,
-        printer_id: Some(printer.into()),
-    }
-}
-
-fn progress(printer: &str, pct: u32) -> OutboxItem {
-    OutboxItem {
-        topic: format!("device/printer/{printer}/progress"),
-        payload: pct.to_string().into_bytes(),
-        retain: false,
-        kind: OutboxKind::Progress,
-        printer_id: Some(printer.into()),
-    }
-}
-
-fn open_with_printers(dir: &TestDir) -> Store {
-    let store = Store::open(dir.path()).unwrap();
-    store
-        .sync_printers(&[seed("p1", "PLA"), seed("p2", "PETG")])
-        .blocking()
-        .unwrap();
-    store
-}
-
-/// Walks a job to `printing` on `printer`, the way the farm would.
-fn start(store: &Store, id: &str, printer: &str) {
-    store
-        .add_job(job(id, Some(printer), None, 0), None)
-        .blocking()
-        .unwrap();
-    store
-        .set_job_file(id, "/spool/x.gcode", 100, 10)
-        .blocking()
-        .unwrap();
-    store
-        .transition_job(id, JobState::Ready, None, None)
-        .blocking()
-        .unwrap();
-    store
-        .set_printer_state(printer, PrinterState::Idle, Some(true), None, None)
-        .blocking()
-        .unwrap();
-    store
-        .transition_job(id, JobState::Printing, None, None)
-        .blocking()
-        .unwrap();
-    store
-        .set_printer_state(
-            printer,
-            PrinterState::Printing,
-            Some(false),
-            Some(Some(id)),
-            None,
-        )
-        .blocking()
-        .unwrap();
-}
 
 #[test]
 fn job_is_accepted_once_with_its_event() {
@@ -328,31 +240,6 @@ fn next_job_is_most_urgent_then_oldest_and_matches_filament() {
 }
 
 #[test]
-fn progress_is_coalesced_but_never_past_an_event_or_a_handed_out_row() {
-    let dir = TestDir::new("coalesce");
-    let store = open_with_printers(&dir);
-    let enq = |item| store.enqueue(item).blocking().unwrap();
-    assert_eq!(enq(progress("p1", 1)), 1);
-    assert_eq!(enq(progress("p2", 1)), 2);
-    assert_eq!(
-        enq(progress("p1", 2)),
-        1,
-        "same printer, newest is progress: replaced"
-    );
-    assert_eq!(enq(event("p1", "paused")), 3);
-    assert_eq!(enq(progress("p1", 3)), 4, "an event in between: new row");
-    let rows = store.outbox_after(0, 100).blocking().unwrap();
-    assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
-    assert_eq!(rows[0].payload, b"2");
-    // Row 4 is now in the link's hands: rewriting it could lose the update.
-    assert_eq!(enq(progress("p1", 4)), 5);
-    assert_eq!(enq(progress("p1", 5)), 5);
-    assert!(store.outbox_delivered(1).blocking().unwrap());
-    assert!(!store.outbox_delivered(1).blocking().unwrap());
-    assert_eq!(store.outbox_len().blocking().unwrap(), 4);
-}
-
-#[test]
 fn record_progress_updates_the_job() {
     let dir = TestDir::new("progress");
     let store = open_with_printers(&dir);
@@ -368,41 +255,6 @@ fn record_progress_updates_the_job() {
         .blocking()
         .unwrap_err();
     assert!(matches!(err, StoreError::UnknownJob(_)));
-}
-
-#[test]
-fn seqs_increase_by_one_across_deliveries_and_restarts() {
-    let dir = TestDir::new("seq");
-    let mut all = Vec::new();
-    let mut delivered = 0;
-    // 1000 rows, then two restarts with 200 more each.
-    for (round, count) in [1000u32, 200, 200].into_iter().enumerate() {
-        let store = open_with_printers(&dir);
-        for i in 0..count {
-            // Events interleaved with progress of two printers; every other
-            // row handed out first so coalescing cannot hide a seq.
-            let item = match i % 3 {
-                0 => event("p1", "e"),
-                1 => progress("p1", i),
-                _ => progress("p2", i),
-            };
-            let seq = store.enqueue(item).blocking().unwrap();
-            if all.last() != Some(&seq) {
-                all.push(seq);
-            }
-            let _ = store.outbox_after(seq - 1, 1).blocking().unwrap();
-            if i % 4 == 0 {
-                delivered += u64::from(store.outbox_delivered(seq).blocking().unwrap());
-            }
-        }
-        if round < 2 {
-            store.close().blocking().unwrap();
-        }
-    }
-    let expected: Vec<u64> = (1..=all.len() as u64).collect();
-    assert_eq!(all, expected, "strictly +1, no repeats across restarts");
-    assert_eq!(all.len(), 1400);
-    assert!(delivered > 0);
 }
 
 #[test]

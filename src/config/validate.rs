@@ -5,9 +5,8 @@
 //! adds file and line. Reads nothing from disk.
 
 use super::locate::{KeyPath, Seg};
-use super::{
-    MqttConfig, PrinterSection, QueueManagerConfig, RawConfig, SerialSettings, TriggerConfig,
-};
+use super::sections::PrinterSection;
+use super::{MqttConfig, QueueManagerConfig, RawConfig, SerialSettings, TriggerConfig};
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 
