@@ -250,6 +250,26 @@ fn record_progress_updates_the_job() {
     assert_eq!(seq.unwrap(), Some(1));
     let j = store.get_job("j1").blocking().unwrap().unwrap();
     assert_eq!((j.lines_done, j.bytes_done, j.progress), (5, 50, 50.0));
+    store
+        .record_progress("j1", 6, 60, f64::NAN, None)
+        .blocking()
+        .unwrap();
+    let j = store.get_job("j1").blocking().unwrap().unwrap();
+    assert_eq!(j.progress, 0.0, "NaN from a broken estimate is stored as 0");
+    let err = store
+        .set_printer_state(
+            "p1",
+            PrinterState::Printing,
+            None,
+            Some(Some("ghost")),
+            None,
+        )
+        .blocking()
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::UnknownJob(ref j) if j == "ghost"),
+        "{err}"
+    );
     let err = store
         .record_progress("nope", 1, 1, 1.0, None)
         .blocking()

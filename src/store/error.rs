@@ -55,6 +55,8 @@ pub enum StoreError {
         key: String,
         detail: String,
     },
+    #[error("cannot start the store writer thread: {0}")]
+    Thread(std::io::Error),
     #[error("store writer thread has stopped")]
     Closed,
     #[error("sqlite: {0}")]

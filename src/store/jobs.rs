@@ -140,6 +140,12 @@ pub(crate) fn progress(
     progress: f64,
     event: Option<&OutboxItem>,
 ) -> Result<Option<u64>, StoreError> {
+    // SQLite stores NaN as NULL, which the NOT NULL column would refuse.
+    let progress = if progress.is_nan() {
+        0.0
+    } else {
+        progress.clamp(0.0, 100.0)
+    };
     let changed = tx.execute(
         "UPDATE jobs SET lines_done = ?2, bytes_done = ?3, progress = ?4, updated_at = ?5
          WHERE id = ?1",

@@ -142,10 +142,7 @@ impl Store {
         std::thread::Builder::new()
             .name("printgate-store".into())
             .spawn(move || run_writer(conn, rx))
-            .map_err(|e| StoreError::CreateDir {
-                path: data_dir.to_path_buf(),
-                source: e,
-            })?;
+            .map_err(StoreError::Thread)?;
         Ok(Store {
             ops,
             data_dir: data_dir.to_path_buf(),
@@ -268,6 +265,7 @@ impl Store {
     /// losing the last progress value to a power cut is harmless (the job is
     /// interrupted anyway and the next value overwrites it), and skipping the
     /// fsync saves SD-card wear at one write per printer per interval.
+    /// `progress` is clamped to 0–100; a NaN is stored as 0.
     pub fn record_progress(
         &self,
         job_id: &str,

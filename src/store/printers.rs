@@ -75,6 +75,15 @@ pub(crate) fn set_state(
             printer: change.id.clone(),
         });
     }
+    if let Some(Some(job)) = &change.current_job {
+        let known = tx
+            .query_row("SELECT 1 FROM jobs WHERE id = ?1", [job], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if !known {
+            return Err(StoreError::UnknownJob(job.clone()));
+        }
+    }
     // A print that ended in any way may have left a part on the plate.
     let plate_clear = if to == PrinterState::AwaitingClear {
         false
