@@ -39,9 +39,10 @@ pub use types::{
 use crate::lifecycle::{JobState, PrinterState};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -95,7 +96,7 @@ impl Writer {
 #[derive(Clone, Debug)]
 pub struct Store {
     ops: mpsc::Sender<Op>,
-    data_dir: PathBuf,
+    data_dir: Arc<Path>,
 }
 
 /// An answer from the writer thread: a future, or [`Pending::blocking`].
@@ -145,7 +146,7 @@ impl Store {
             .map_err(StoreError::Thread)?;
         Ok(Store {
             ops,
-            data_dir: data_dir.to_path_buf(),
+            data_dir: Arc::from(data_dir),
         })
     }
 
@@ -299,7 +300,10 @@ impl Store {
     }
 
     /// Adds one message to the outbox and returns its seq. Progress is
-    /// coalesced: see [`outbox::enqueue`](self) docs in `outbox.rs`.
+    /// coalesced: when the newest queued row of the same printer is a
+    /// progress row not yet handed to the MQTT link, its payload is replaced
+    /// in place and its seq returned (one row per printer through a broker
+    /// outage, no seq gap, no overtaking of that printer's events).
     pub fn enqueue(&self, item: OutboxItem) -> Pending<u64> {
         self.submit(move |w| w.write(true, |tx, h| outbox::enqueue(tx, h, &item)))
     }
