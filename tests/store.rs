@@ -319,6 +319,7 @@ fn reader_sees_committed_rows_while_the_writer_runs() {
     assert_eq!(reader.list_jobs(10).unwrap()[0].id, "j1");
     assert_eq!(reader.list_printers().unwrap().len(), 2);
     assert_eq!(reader.job_history("j1").unwrap().len(), 1);
+    assert_eq!(reader.outbox_len().unwrap(), 0);
     store
         .add_job(job("j2", None, None, 0), None)
         .blocking()

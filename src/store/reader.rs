@@ -5,6 +5,7 @@
 //! checkpoints and lets the `-wal` file grow on the SD card.
 
 use super::schema;
+
 use super::types::{
     job_from_row, printer_from_row, Job, JobEvent, PrinterRow, JOB_COLUMNS, PRINTER_COLUMNS,
 };
@@ -88,5 +89,11 @@ impl StoreReader {
     /// Oldest first.
     pub fn job_history(&self, id: &str) -> Result<Vec<JobEvent>, StoreError> {
         job_history(&self.conn, id)
+    }
+
+    /// Messages still waiting for the broker (a growing number means the
+    /// MQTT link is down).
+    pub fn outbox_len(&self) -> Result<u64, StoreError> {
+        super::outbox::len(&self.conn)
     }
 }
