@@ -15,6 +15,9 @@
 
 pub mod backoff;
 pub mod cli;
+pub mod config;
+pub mod lifecycle;
 pub mod printer;
 pub mod protocol;
 pub mod source;
+pub mod store;
