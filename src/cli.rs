@@ -17,6 +17,14 @@ pub struct Cli {
 pub enum Command {
     /// Print the version and exit (same as --version).
     Version,
+    /// Stream one G-code file to one printer (no database, no broker).
+    Send(crate::printer::send::SendArgs),
+    /// Check a config file: prints a summary and exits 0, or prints every
+    /// problem as FILE:LINE: key: message and exits 1.
+    CheckConfig {
+        /// The config file, e.g. /etc/printgate/printgate.toml.
+        file: std::path::PathBuf,
+    },
 }
 
 /// Runs the parsed command. Errors are reported by `main`.
@@ -26,5 +34,18 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             println!("printgate {}", env!("CARGO_PKG_VERSION"));
             Ok(std::process::ExitCode::SUCCESS)
         }
+        Command::Send(args) => crate::printer::send::run(args),
+        Command::CheckConfig { file } => match crate::config::check(&file) {
+            Ok(config) => {
+                println!("{}", config.summary());
+                Ok(std::process::ExitCode::SUCCESS)
+            }
+            Err(errors) => {
+                for err in errors {
+                    eprintln!("{err}");
+                }
+                Ok(std::process::ExitCode::from(1))
+            }
+        },
     }
 }

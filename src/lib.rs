@@ -17,5 +17,10 @@ pub mod backoff;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod cli;
+pub mod config;
+pub mod lifecycle;
 pub mod mqtt;
+pub mod printer;
 pub mod protocol;
+pub mod source;
+pub mod store;
