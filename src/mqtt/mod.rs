@@ -20,4 +20,5 @@ pub mod discovery;
 pub mod inbound;
 pub mod link;
 pub mod payload;
+pub mod settings;
 pub mod topics;
