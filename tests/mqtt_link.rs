@@ -183,8 +183,17 @@ async fn last_will_on_abrupt_loss_and_birth_after_reconnect() {
     proxy.restore();
     obs.until("birth again", |m| m.payload == birth).await;
     d.until("connected", is_connected).await;
+    // New status payloads: the next birth, and the will at shutdown.
+    let (birth2, will2) = (b"online-2".to_vec(), b"offline-2".to_vec());
+    d.handle.set_status(birth2.clone(), will2.clone());
+    proxy.cut();
+    obs.until("will of that connection", |m| m.payload == will)
+        .await;
+    proxy.restore();
+    obs.until("new birth", |m| m.payload == birth2).await;
+    d.until("connected", is_connected).await;
     d.stop().await;
-    obs.until("offline at shutdown", |m| m.payload == will)
+    obs.until("new offline at shutdown", |m| m.payload == will2)
         .await;
 }
 

@@ -198,6 +198,10 @@ pub(crate) enum Control {
         payload: Vec<u8>,
         retain: bool,
     },
+    Status {
+        birth: Vec<u8>,
+        will: Vec<u8>,
+    },
 }
 
 pub struct LinkHandle {
@@ -213,6 +217,14 @@ impl LinkHandle {
             payload,
             retain,
         });
+    }
+
+    /// Replaces the birth and Last Will payloads (e.g. a fresh timestamp or
+    /// printer list). The birth is used from the next connect; the broker
+    /// holds the will given at connect time, so a new will applies from the
+    /// next connect too, and at shutdown at once.
+    pub fn set_status(&self, birth: Vec<u8>, will: Vec<u8>) {
+        let _ = self.control.send(Control::Status { birth, will });
     }
 
     /// Waits for the link to finish after shutdown was signalled.

@@ -9,7 +9,7 @@ use super::{AckToken, Control, InboundMessage, LinkEvent, LinkSettings, OutboxMe
 use super::{SHUTDOWN_GRACE, WINDOW};
 use crate::backoff::{Backoff, ErrorStreak};
 use rumqttc::{
-    ConnectionError, Event, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter,
+    ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter,
     SubscribeReasonCode,
 };
 use std::collections::VecDeque;
@@ -124,6 +124,16 @@ impl Link {
                             .client
                             .try_publish(topic, QoS::AtMostOnce, retain, payload);
                     }
+                }
+                Step::Control(Control::Status { birth, will }) => {
+                    self.options.set_last_will(LastWill::new(
+                        self.status_topic.clone(),
+                        will.clone(),
+                        QoS::AtLeastOnce,
+                        true,
+                    ));
+                    self.settings.birth = birth;
+                    self.settings.will = will;
                 }
                 Step::Permit(Some(permit)) => {
                     if let Some(event) = self.pending_events.pop_front() {
