@@ -10,9 +10,11 @@
 //! - `farm`: the supervisor owning job and printer state machines.
 //! - `mqtt`: the farm's topic contract and the broker link.
 //! - `source`: the queue manager client and model downloads.
+//! - [`notify`]: systemd readiness and watchdog notifications.
 //!
 //! `main.rs` is a thin clap front end over [`cli`].
 
 pub mod backoff;
 pub mod cli;
+pub mod notify;
 pub mod protocol;
