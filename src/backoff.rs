@@ -114,7 +114,10 @@ mod tests {
         assert!(delays
             .iter()
             .all(|d| *d >= Duration::from_secs(8) && *d <= Duration::from_secs(12)));
-        assert!(delays.windows(2).any(|w| w[0] != w[1]), "jitter never varied");
+        assert!(
+            delays.windows(2).any(|w| w[0] != w[1]),
+            "jitter never varied"
+        );
     }
 
     #[test]
