@@ -27,7 +27,7 @@ step() {
 step_done() {
   local secs=$(($(date +%s) - step_start))
   echo "<== deploy: $step_name: ${secs}s"
-  timings+=("$(printf '%-34s %5ss' "$step_name" "$secs")")
+  timings+=("$(printf '%-46s %5ss' "$step_name" "$secs")")
 }
 
 # --- tools --------------------------------------------------------------------
@@ -102,9 +102,14 @@ if qemu-aarch64-static "$bin" sim --help >/dev/null 2>&1 &&
     for i in $(seq 1 300); do echo "G1 X$((i % 100)) Y$((i * 7 % 100)) E0.05 F3000"; done
     echo "M84"
   } >"$gcode"
-  qemu-aarch64-static "$bin" sim --link "$work/tty" >"$work/sim.log" 2>&1 &
+  sim_args=(sim --link "$work/tty" --baud 250000)
+  # Let the simulator log what it executed, when this build's sim can.
+  if qemu-aarch64-static "$bin" sim --help 2>/dev/null | grep -q -- '--received'; then
+    sim_args+=(--received "$work/received.gcode")
+  fi
+  qemu-aarch64-static "$bin" "${sim_args[@]}" >"$work/sim.log" 2>&1 &
   sim_pid=$!
-  for _ in $(seq 1 50); do [ -e "$work/tty" ] && break; sleep 0.2; done
+  for _ in $(seq 1 100); do [ -e "$work/tty" ] && break; sleep 0.2; done
   if [ ! -e "$work/tty" ]; then
     kill "$sim_pid" 2>/dev/null || true
     cat "$work/sim.log" >&2
@@ -117,6 +122,12 @@ if qemu-aarch64-static "$bin" sim --help >/dev/null 2>&1 &&
   if [ "$send_rc" != 0 ]; then
     cat "$work/sim.log" >&2
     fail "printgate send under qemu exited with $send_rc"
+  fi
+  if [ -f "$work/received.gcode" ]; then
+    # Every move exactly once (the host may add its own M105/M110 lines).
+    moves=$(grep -c '^G1 ' "$work/received.gcode" || true)
+    [ "$moves" = 300 ] || fail "the simulator executed $moves of the 300 G1 moves"
+    echo "sim: executed all 300 moves once"
   fi
   rm -rf "$work"
   step_done
