@@ -76,7 +76,7 @@ fi
 zig version >/dev/null 2>&1 || die "zig does not run (python3 -m ziglang version fails)"
 
 # --- cargo-zigbuild -----------------------------------------------------------
-if ! cargo zigbuild --version >/dev/null 2>&1; then
+if ! cargo-zigbuild --version >/dev/null 2>&1; then
   need_install "cargo-zigbuild"
   say "cargo install --locked cargo-zigbuild"
   cargo install --locked cargo-zigbuild || die "cargo install cargo-zigbuild failed"
@@ -98,7 +98,7 @@ if [ "$build_std" = 1 ]; then
   fi
 fi
 
-say "zig $(zig version), $(cargo zigbuild --version 2>/dev/null | head -n1), $(rustc --version)"
+say "zig $(zig version), $(cargo-zigbuild --version 2>/dev/null | head -n1), $(rustc --version)"
 say "cargo ${args[*]} $*"
 start=$(date +%s)
 cargo "${args[@]}" "$@" || die "cargo zigbuild for $triple failed (see the errors above)"
