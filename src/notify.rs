@@ -15,6 +15,26 @@
 //! (`NOTIFY_SOCKET` unset), so `printgate run` behaves the same from a
 //! terminal. A failed notification is logged at debug level and otherwise
 //! ignored: telling systemd is never a reason to stop printing.
+//!
+//! ```no_run
+//! use printgate::notify;
+//! use std::time::Instant;
+//!
+//! // ... store opened, printer tasks spawned ...
+//! notify::ready();
+//! notify::status("2 printers, 0 jobs");
+//! let ping_every = notify::watchdog_interval();
+//! let mut last_ping = Instant::now();
+//! loop {
+//!     // ... one supervisor pass ...
+//!     if ping_every.is_some_and(|every| last_ping.elapsed() >= every) {
+//!         notify::watchdog_ping();
+//!         last_ping = Instant::now();
+//!     }
+//!     # break;
+//! }
+//! notify::stopping();
+//! ```
 
 use sd_notify::NotifyState;
 use std::time::Duration;
