@@ -10,6 +10,7 @@
 //! - `farm`: the supervisor owning job and printer state machines.
 //! - `mqtt`: the farm's topic contract and the broker link.
 //! - `source`: the queue manager client and model downloads.
+//! - [`notify`]: systemd readiness and watchdog notifications.
 //!
 //! `main.rs` is a thin clap front end over [`cli`].
 
@@ -24,6 +25,7 @@ pub mod daemon;
 pub mod farm;
 pub mod lifecycle;
 pub mod mqtt;
+pub mod notify;
 pub mod printer;
 pub mod protocol;
 pub mod source;
