@@ -76,17 +76,27 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Send(args) => crate::printer::send::run(args),
         Command::Run(args) => crate::daemon::run(args),
         Command::Status(target) => crate::ctl::status(&target),
-        Command::Jobs { target, json, limit } => crate::ctl::jobs(&target, json, limit),
+        Command::Jobs {
+            target,
+            json,
+            limit,
+        } => crate::ctl::jobs(&target, json, limit),
         Command::Job { target, cmd } => crate::ctl::job(&target, cmd),
-        Command::Clear { printer, target } => {
-            crate::ctl::send(&target.data_dir()?, &crate::control::Request::Clear { printer }, None)
-        }
-        Command::Pause { printer, target } => {
-            crate::ctl::send(&target.data_dir()?, &crate::control::Request::Pause { printer }, None)
-        }
-        Command::Resume { printer, target } => {
-            crate::ctl::send(&target.data_dir()?, &crate::control::Request::Resume { printer }, None)
-        }
+        Command::Clear { printer, target } => crate::ctl::send(
+            &target.data_dir()?,
+            &crate::control::Request::Clear { printer },
+            None,
+        ),
+        Command::Pause { printer, target } => crate::ctl::send(
+            &target.data_dir()?,
+            &crate::control::Request::Pause { printer },
+            None,
+        ),
+        Command::Resume { printer, target } => crate::ctl::send(
+            &target.data_dir()?,
+            &crate::control::Request::Resume { printer },
+            None,
+        ),
         Command::CheckConfig { file } => match crate::config::check(&file) {
             Ok(config) => {
                 println!("{}", config.summary());

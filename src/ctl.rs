@@ -54,9 +54,15 @@ pub fn status(target: &Target) -> anyhow::Result<ExitCode> {
     let reader = StoreReader::open(&dir)?;
     let printers = reader.list_printers()?;
     let jobs = reader.list_jobs(500)?;
-    println!("{:<14} {:<15} {:<6} {:<24} {:>6}", "PRINTER", "STATE", "PLATE", "JOB", "DONE");
+    println!(
+        "{:<14} {:<15} {:<6} {:<24} {:>6}",
+        "PRINTER", "STATE", "PLATE", "JOB", "DONE"
+    );
     for p in &printers {
-        let job = p.current_job.as_deref().and_then(|id| jobs.iter().find(|j| j.id == id));
+        let job = p
+            .current_job
+            .as_deref()
+            .and_then(|id| jobs.iter().find(|j| j.id == id));
         println!(
             "{:<14} {:<15} {:<6} {:<24} {:>5.1}%",
             p.id,
@@ -67,7 +73,10 @@ pub fn status(target: &Target) -> anyhow::Result<ExitCode> {
         );
     }
     let running = control::request(&dir, &Request::Ping, None).is_ok();
-    println!("daemon: {}", if running { "running" } else { "not running" });
+    println!(
+        "daemon: {}",
+        if running { "running" } else { "not running" }
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -78,7 +87,10 @@ pub fn jobs(target: &Target, json: bool, limit: usize) -> anyhow::Result<ExitCod
         println!("{}", serde_json::to_string_pretty(&jobs)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<26} {:<12} {:<12} {:>4} {:>6}  REASON", "JOB", "PRINTER", "STATE", "PRIO", "DONE");
+    println!(
+        "{:<26} {:<12} {:<12} {:>4} {:>6}  REASON",
+        "JOB", "PRINTER", "STATE", "PRIO", "DONE"
+    );
     for j in &jobs {
         print_job_line(j);
     }
@@ -109,16 +121,36 @@ pub fn job(target: &Target, cmd: JobCommand) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&job)?);
             for e in reader.job_history(&id)? {
                 let from = e.from_state.map_or("(new)", |s| s.as_str());
-                println!("  {} {} -> {} {}", e.at, from, e.to_state.as_str(), e.reason.unwrap_or_default());
+                println!(
+                    "  {} {} -> {} {}",
+                    e.at,
+                    from,
+                    e.to_state.as_str(),
+                    e.reason.unwrap_or_default()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
         JobCommand::Cancel { id } => send(&dir, &Request::CancelJob { job: id }, None),
-        JobCommand::Add { file, printer, priority, id } => {
+        JobCommand::Add {
+            file,
+            printer,
+            priority,
+            id,
+        } => {
             let size = std::fs::metadata(&file)
                 .with_context(|| format!("cannot read G-code file {}", file.display()))?
                 .len();
-            send(&dir, &Request::AddJob { printer, priority, id, size }, Some(&file))
+            send(
+                &dir,
+                &Request::AddJob {
+                    printer,
+                    priority,
+                    id,
+                    size,
+                },
+                Some(&file),
+            )
         }
     }
 }

@@ -59,10 +59,18 @@ pub struct Response {
 
 impl Response {
     pub fn ok(message: impl Into<String>) -> Self {
-        Response { ok: true, message: message.into(), job_id: None }
+        Response {
+            ok: true,
+            message: message.into(),
+            job_id: None,
+        }
     }
     pub fn err(message: impl Into<String>) -> Self {
-        Response { ok: false, message: message.into(), job_id: None }
+        Response {
+            ok: false,
+            message: message.into(),
+            job_id: None,
+        }
     }
 }
 
@@ -92,26 +100,41 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 
 /// Sends one request (and, for `AddJob`, the file) to the daemon and waits
 /// for its answer. Blocking: this is for the CLI.
-pub fn request(data_dir: &Path, req: &Request, file: Option<&Path>) -> Result<Response, ControlError> {
+pub fn request(
+    data_dir: &Path,
+    req: &Request,
+    file: Option<&Path>,
+) -> Result<Response, ControlError> {
     let socket = socket_path(data_dir);
-    let io = |source| ControlError::Io { socket: socket.clone(), source };
+    let io = |source| ControlError::Io {
+        socket: socket.clone(),
+        source,
+    };
     let mut stream = UnixStream::connect(&socket).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => ControlError::NotRunning {
-            dir: data_dir.to_path_buf(),
-            socket: socket.clone(),
-        },
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            ControlError::NotRunning {
+                dir: data_dir.to_path_buf(),
+                socket: socket.clone(),
+            }
+        }
         _ => io(e),
     })?;
-    stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(io)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(io)?;
     let mut line = serde_json::to_vec(req).map_err(|e| ControlError::BadAnswer(e.to_string()))?;
     line.push(b'\n');
     stream.write_all(&line).map_err(io)?;
     if let Some(path) = file {
-        let mut f = std::fs::File::open(path).map_err(|source| ControlError::File { path: path.to_path_buf(), source })?;
+        let mut f = std::fs::File::open(path).map_err(|source| ControlError::File {
+            path: path.to_path_buf(),
+            source,
+        })?;
         std::io::copy(&mut f, &mut stream).map_err(io)?;
     }
     stream.flush().map_err(io)?;
     let mut answer = String::new();
     BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
-    serde_json::from_str(answer.trim()).map_err(|_| ControlError::BadAnswer(answer.trim().chars().take(200).collect()))
+    serde_json::from_str(answer.trim())
+        .map_err(|_| ControlError::BadAnswer(answer.trim().chars().take(200).collect()))
 }

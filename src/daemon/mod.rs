@@ -45,14 +45,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// (store, socket); everything after start-up is handled and logged.
 pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let data_dir = config.gateway.data_dir.clone();
-    let store = Store::open(&data_dir).with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    let store = Store::open(&data_dir)
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     let spool_dir = data_dir.join("spool");
-    std::fs::create_dir_all(&spool_dir).with_context(|| format!("cannot create {}", spool_dir.display()))?;
+    std::fs::create_dir_all(&spool_dir)
+        .with_context(|| format!("cannot create {}", spool_dir.display()))?;
 
     let seeds: Vec<PrinterSeed> = config
         .printers()
         .iter()
-        .map(|p| PrinterSeed { id: p.id.clone(), port: p.port.clone(), filament: p.filament.clone() })
+        .map(|p| PrinterSeed {
+            id: p.id.clone(),
+            port: p.port.clone(),
+            filament: p.filament.clone(),
+        })
         .collect();
     store.sync_printers(&seeds).await?;
     let topics = wiring::topics(&config);
@@ -63,7 +69,10 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
             let printer = job.printer_id.as_deref().unwrap_or("gateway");
             let reason = format!("gateway restarted while the job was {}", job.from.as_str());
             let kind = format!("job_{}", job.to.as_str());
-            announce.event(printer, &kind, Some(&job.job_id), Some(&reason)).into_iter().collect()
+            announce
+                .event(printer, &kind, Some(&job.job_id), Some(&reason))
+                .into_iter()
+                .collect()
         })
         .await?;
     for job in &recovery.interrupted {
@@ -77,7 +86,12 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
     let (report_tx, report_rx) = mpsc::channel(1024);
     let (farm_tx, farm_rx) = mpsc::channel(256);
     let rows = store.list_printers().await?;
-    let progress_interval = Duration::from_secs(config.mqtt.as_ref().map_or(10, |m| m.progress_interval_s.max(1)));
+    let progress_interval = Duration::from_secs(
+        config
+            .mqtt
+            .as_ref()
+            .map_or(10, |m| m.progress_interval_s.max(1)),
+    );
     let mut slots = Vec::new();
     let mut tasks = Vec::new();
     for p in config.printers() {
@@ -114,7 +128,15 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
 
     let outbox_ready = Arc::new(Notify::new());
     let mqtt = match (&config.mqtt, &topics) {
-        (Some(m), Some(t)) => Some(wiring::start_mqtt(&config, m, t.clone(), store.clone(), outbox_ready.clone(), farm_tx.clone(), shutdown_rx.clone())?),
+        (Some(m), Some(t)) => Some(wiring::start_mqtt(
+            &config,
+            m,
+            t.clone(),
+            store.clone(),
+            outbox_ready.clone(),
+            farm_tx.clone(),
+            shutdown_rx.clone(),
+        )?),
         _ => None,
     };
     let queue = wiring::queue_client(&config, &spool_dir)?;
@@ -124,8 +146,18 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
 
     let settings = FarmSettings {
         spool_dir,
-        idle_announce: Duration::from_secs(config.mqtt.as_ref().map_or(10, |m| m.idle_announce_s.max(1))),
-        poll_interval: Duration::from_secs(config.queue_manager.as_ref().map_or(5, |q| q.poll_interval_s.max(1))),
+        idle_announce: Duration::from_secs(
+            config
+                .mqtt
+                .as_ref()
+                .map_or(10, |m| m.idle_announce_s.max(1)),
+        ),
+        poll_interval: Duration::from_secs(
+            config
+                .queue_manager
+                .as_ref()
+                .map_or(5, |q| q.poll_interval_s.max(1)),
+        ),
         timeout_factor: config.jobs.timeout_factor,
         max_job: Duration::from_secs(config.jobs.max_job_hours.max(1) * 3600),
         retention: Duration::from_secs(config.jobs.retention_hours * 3600),
@@ -133,11 +165,24 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
         triggers: config
             .triggers
             .iter()
-            .map(|t| Trigger { topic: t.topic.clone(), printer: t.printer.clone(), gcode: t.gcode.clone() })
+            .map(|t| Trigger {
+                topic: t.topic.clone(),
+                printer: t.printer.clone(),
+                gcode: t.gcode.clone(),
+            })
             .collect(),
     };
     let volatile = mqtt.as_ref().map(|m| m.volatile.clone());
-    let farm = Farm::new(settings, store.clone(), msgs, slots, queue, outbox_ready, volatile, farm_tx);
+    let farm = Farm::new(
+        settings,
+        store.clone(),
+        msgs,
+        slots,
+        queue,
+        outbox_ready,
+        volatile,
+        farm_tx,
+    );
     let farm_task = tokio::spawn(farm.run(report_rx, farm_rx, shutdown_rx));
     info!(
         "printgate {} running: gateway {}, {} printer(s), data in {}",

@@ -21,7 +21,10 @@ use tokio::task::JoinHandle;
 /// Completes on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {},
@@ -58,14 +61,22 @@ pub fn topics(config: &Config) -> Option<Topics> {
 }
 
 pub fn queue_client(config: &Config, spool_dir: &Path) -> anyhow::Result<Option<Arc<QueueClient>>> {
-    let Some(q) = &config.queue_manager else { return Ok(None) };
+    let Some(q) = &config.queue_manager else {
+        return Ok(None);
+    };
     let auth = match (&q.token, &q.username, &q.password) {
         (Some(token), _, _) => Auth::Bearer(token.clone()),
-        (None, Some(user), password) => Auth::Basic { user: user.clone(), password: password.clone().unwrap_or_default() },
+        (None, Some(user), password) => Auth::Basic {
+            user: user.clone(),
+            password: password.clone().unwrap_or_default(),
+        },
         _ => Auth::None,
     };
     let ca_pem = match &q.ca_file {
-        Some(path) => Some(std::fs::read(path).with_context(|| format!("cannot read queue_manager.ca_file {}", path.display()))?),
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read queue_manager.ca_file {}", path.display()))?,
+        ),
         None => None,
     };
     let settings = QueueSettings {
@@ -121,7 +132,9 @@ pub fn start_mqtt(
     farm: mpsc::Sender<FarmInput>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Mqtt> {
-    let read = |p: &Path, key: &str| std::fs::read(p).with_context(|| format!("cannot read mqtt.{key} {}", p.display()));
+    let read = |p: &Path, key: &str| {
+        std::fs::read(p).with_context(|| format!("cannot read mqtt.{key} {}", p.display()))
+    };
     let tls = match &m.ca_file {
         Some(ca) => Some(TlsSettings {
             ca_pem: read(ca, "ca_file")?,
@@ -161,17 +174,40 @@ pub fn start_mqtt(
     });
     let pump = tokio::spawn(pump(store.clone(), outbox_ready, outbox_tx, shutdown));
     let discovery = m.homeassistant.then(|| {
-        let info = DeviceInfo { sw_version: env!("CARGO_PKG_VERSION").to_owned(), model: None };
-        printers.iter().flat_map(|p| discovery::printer_configs(&topics, p, &info)).collect::<Vec<_>>()
+        let info = DeviceInfo {
+            sw_version: env!("CARGO_PKG_VERSION").to_owned(),
+            model: None,
+        };
+        printers
+            .iter()
+            .flat_map(|p| discovery::printer_configs(&topics, p, &info))
+            .collect::<Vec<_>>()
     });
-    let dispatcher = tokio::spawn(dispatch(events_rx, store, topics, printers, farm, volatile.clone(), discovery.unwrap_or_default()));
-    Ok(Mqtt { volatile, tasks: vec![pump, dispatcher], forwarder })
+    let dispatcher = tokio::spawn(dispatch(
+        events_rx,
+        store,
+        topics,
+        printers,
+        farm,
+        volatile.clone(),
+        discovery.unwrap_or_default(),
+    ));
+    Ok(Mqtt {
+        volatile,
+        tasks: vec![pump, dispatcher],
+        forwarder,
+    })
 }
 
 /// Feeds the link from the outbox, oldest first. The seq is written into
 /// each JSON object here, from the row: the store assigned it in the same
 /// transaction as the change the message announces.
-async fn pump(store: Store, ready: Arc<Notify>, link: mpsc::Sender<OutboxMessage>, mut shutdown: watch::Receiver<bool>) {
+async fn pump(
+    store: Store,
+    ready: Arc<Notify>,
+    link: mpsc::Sender<OutboxMessage>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut last = 0u64;
     loop {
         if *shutdown.borrow() {
@@ -194,7 +230,12 @@ async fn pump(store: Store, ready: Arc<Notify>, link: mpsc::Sender<OutboxMessage
         }
         for row in rows {
             last = row.seq;
-            let msg = OutboxMessage { seq: row.seq, topic: row.topic, payload: with_seq(row.payload, row.seq), retain: row.retain };
+            let msg = OutboxMessage {
+                seq: row.seq,
+                topic: row.topic,
+                payload: with_seq(row.payload, row.seq),
+                retain: row.retain,
+            };
             tokio::select! {
                 sent = link.send(msg) => if sent.is_err() { return },
                 _ = shutdown.changed() => return,
@@ -247,17 +288,30 @@ async fn dispatch(
             LinkEvent::Disconnected { reason } => info!("mqtt: disconnected: {reason}"),
             LinkEvent::Inbound(msg) => {
                 let input = match parse_inbound(&topics, &msg.topic, &msg.payload, &printers) {
-                    Ok(Inbound::Assignment { printer, assignment }) => {
+                    Ok(Inbound::Assignment {
+                        printer,
+                        assignment,
+                    }) => {
                         let ack = msg.ack;
                         let ack: Box<dyn FnOnce() + Send> = Box::new(move || ack.ack());
-                        farm.send(FarmInput::Assignment { printer, assignment, ack: Some(ack) }).await.ok();
+                        farm.send(FarmInput::Assignment {
+                            printer,
+                            assignment,
+                            ack: Some(ack),
+                        })
+                        .await
+                        .ok();
                         continue;
                     }
                     Ok(Inbound::RobotProgress { progress, .. }) => Some(FarmInput::Robot(progress)),
-                    Ok(Inbound::Command { printer, command }) => Some(FarmInput::Command { printer, msg: command }),
-                    Ok(Inbound::Trigger { index, .. }) => {
-                        topics.triggers().get(index).map(|t| FarmInput::Trigger { topic: t.clone() })
-                    }
+                    Ok(Inbound::Command { printer, command }) => Some(FarmInput::Command {
+                        printer,
+                        msg: command,
+                    }),
+                    Ok(Inbound::Trigger { index, .. }) => topics
+                        .triggers()
+                        .get(index)
+                        .map(|t| FarmInput::Trigger { topic: t.clone() }),
                     Ok(Inbound::HomeAssistantStatus { online }) => {
                         if online {
                             announce(&volatile);
@@ -266,10 +320,15 @@ async fn dispatch(
                     }
                     Err(e) => {
                         let printer = match topics.classify(&msg.topic) {
-                            Some(InTopic::Assignment { printer } | InTopic::Command { printer }) => Some(printer),
+                            Some(
+                                InTopic::Assignment { printer } | InTopic::Command { printer },
+                            ) => Some(printer),
                             _ => None,
                         };
-                        Some(FarmInput::Invalid { printer, problem: e.to_string() })
+                        Some(FarmInput::Invalid {
+                            printer,
+                            problem: e.to_string(),
+                        })
                     }
                 };
                 msg.ack.ack();
@@ -283,7 +342,10 @@ async fn dispatch(
 
 pub fn notify_ready(config: &Config) {
     crate::notify::ready();
-    crate::notify::status(&format!("{} printer(s) configured", config.printers().len()));
+    crate::notify::status(&format!(
+        "{} printer(s) configured",
+        config.printers().len()
+    ));
 }
 
 pub fn notify_stopping() {
@@ -293,13 +355,17 @@ pub fn notify_stopping() {
 /// Pings systemd's watchdog from a loop that proves the store still answers.
 pub fn spawn_watchdog(store: Store) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let Some(every) = crate::notify::watchdog_interval() else { return };
+        let Some(every) = crate::notify::watchdog_interval() else {
+            return;
+        };
         loop {
             tokio::time::sleep(every).await;
             match store.outbox_len().await {
                 Ok(pending) => {
                     crate::notify::watchdog_ping();
-                    crate::notify::status(&format!("running; {pending} message(s) waiting for the broker"));
+                    crate::notify::status(&format!(
+                        "running; {pending} message(s) waiting for the broker"
+                    ));
                 }
                 Err(e) => error!("watchdog: store does not answer: {e}"),
             }

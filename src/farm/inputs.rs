@@ -13,7 +13,11 @@ use std::path::PathBuf;
 impl Farm {
     pub(crate) async fn on_input(&mut self, input: FarmInput) {
         match input {
-            FarmInput::Assignment { printer, assignment, ack } => {
+            FarmInput::Assignment {
+                printer,
+                assignment,
+                ack,
+            } => {
                 self.on_assignment(&printer, assignment).await;
                 // Acknowledged only now: a crash before this point makes the
                 // broker deliver the assignment again (and duplicates are ignored).
@@ -28,7 +32,10 @@ impl Farm {
                         info!("robot {}: pick completed ignored: {reason}", p.robot_id);
                     }
                 } else {
-                    info!("robot {}: {} {} on {}", p.robot_id, p.action, p.status, p.printer_id);
+                    info!(
+                        "robot {}: {} {} on {}",
+                        p.robot_id, p.action, p.status, p.printer_id
+                    );
                 }
             }
             FarmInput::Command { printer, msg } => {
@@ -37,14 +44,18 @@ impl Farm {
                     Ok(text) => ("command_accepted", text.clone()),
                     Err(text) => ("command_rejected", text.clone()),
                 };
-                let item = self.msgs.event(&printer, kind, msg.job_id.as_deref(), Some(&text));
+                let item = self
+                    .msgs
+                    .event(&printer, kind, msg.job_id.as_deref(), Some(&text));
                 self.enqueue(item).await;
             }
             FarmInput::Trigger { topic } => self.on_trigger(&topic).await,
             FarmInput::Invalid { printer, problem } => {
                 warn!("rejected input: {problem}");
                 let printer = printer.unwrap_or_else(|| "gateway".into());
-                let item = self.msgs.event(&printer, "input_rejected", None, Some(&problem));
+                let item = self
+                    .msgs
+                    .event(&printer, "input_rejected", None, Some(&problem));
                 self.enqueue(item).await;
             }
             FarmInput::Control { req, upload, reply } => {
@@ -52,24 +63,40 @@ impl Farm {
                 let _ = reply.send(answer);
             }
             FarmInput::Pulled { printer, result } => self.on_pulled(&printer, result).await,
-            FarmInput::Downloaded { printer, job_id, result } => {
-                self.on_downloaded(&printer, &job_id, result).await
-            }
+            FarmInput::Downloaded {
+                printer,
+                job_id,
+                result,
+            } => self.on_downloaded(&printer, &job_id, result).await,
         }
     }
 
     async fn on_assignment(&mut self, printer: &str, a: crate::mqtt::payload::Assignment) {
-        let Some(slot) = self.slots.get(printer) else { return };
+        let Some(slot) = self.slots.get(printer) else {
+            return;
+        };
         if let Some(have) = slot.filament.as_deref() {
             if !a.filament_type.is_empty() && a.filament_type != have {
-                let reason = format!("filament {} does not match the printer's {have}", a.filament_type);
-                warn!("printer {printer}: assignment {} rejected: {reason}", a.job_id);
-                let item = self.msgs.event(printer, "assignment_rejected", Some(&a.job_id), Some(&reason));
+                let reason = format!(
+                    "filament {} does not match the printer's {have}",
+                    a.filament_type
+                );
+                warn!(
+                    "printer {printer}: assignment {} rejected: {reason}",
+                    a.job_id
+                );
+                let item = self.msgs.event(
+                    printer,
+                    "assignment_rejected",
+                    Some(&a.job_id),
+                    Some(&reason),
+                );
                 self.enqueue(item).await;
                 return;
             }
         }
-        if let Ok(AddOutcome::Inserted { .. }) = self.accept_job(printer, &a, JobSource::Mqtt).await {
+        if let Ok(AddOutcome::Inserted { .. }) = self.accept_job(printer, &a, JobSource::Mqtt).await
+        {
             info!("printer {printer}: assignment {} accepted", a.job_id);
         }
         self.schedule().await;
@@ -79,7 +106,11 @@ impl Farm {
         let Some(slot) = self.slots.get(printer) else {
             return Err(format!("unknown printer {printer}"));
         };
-        let send = |cmd| slot.commands.try_send(cmd).map_err(|_| "printer task is busy or gone".to_owned());
+        let send = |cmd| {
+            slot.commands
+                .try_send(cmd)
+                .map_err(|_| "printer task is busy or gone".to_owned())
+        };
         match msg.command {
             Command::Pause | Command::Resume | Command::Cancel if slot.job.is_none() => {
                 if msg.command == Command::Cancel {
@@ -91,9 +122,16 @@ impl Farm {
             }
             Command::Pause => send(PrinterCommand::Pause).map(|_| "pausing".into()),
             Command::Resume => send(PrinterCommand::Resume).map(|_| "resuming".into()),
-            Command::Cancel => send(PrinterCommand::Cancel).map(|_| "cancelling; heaters off".into()),
-            Command::EmergencyStop => send(PrinterCommand::EmergencyStop).map(|_| "M112 sent".into()),
-            Command::ClearPlate => self.plate_cleared(printer, "operator").await.map(|_| "plate clear".into()),
+            Command::Cancel => {
+                send(PrinterCommand::Cancel).map(|_| "cancelling; heaters off".into())
+            }
+            Command::EmergencyStop => {
+                send(PrinterCommand::EmergencyStop).map(|_| "M112 sent".into())
+            }
+            Command::ClearPlate => self
+                .plate_cleared(printer, "operator")
+                .await
+                .map(|_| "plate clear".into()),
         }
     }
 
@@ -105,10 +143,16 @@ impl Farm {
         }
         match self.store.get_job(job).await {
             Ok(Some(j)) if !j.state.is_terminal() => {
-                if self.transition(job, JobState::Cancelled, Some("cancelled by operator")).await {
+                if self
+                    .transition(job, JobState::Cancelled, Some("cancelled by operator"))
+                    .await
+                {
                     Ok(format!("job {job} cancelled"))
                 } else {
-                    Err(format!("job {job} cannot be cancelled from {}", j.state.as_str()))
+                    Err(format!(
+                        "job {job} cannot be cancelled from {}",
+                        j.state.as_str()
+                    ))
                 }
             }
             Ok(Some(j)) => Err(format!("job {job} is already {}", j.state.as_str())),
@@ -126,12 +170,22 @@ impl Farm {
             .map(|t| (t.printer.clone(), t.gcode.clone()))
             .collect();
         for (printer, gcode) in matching {
-            let Some(slot) = self.slots.get(&printer) else { continue };
+            let Some(slot) = self.slots.get(&printer) else {
+                continue;
+            };
             let idle = slot.connected && slot.job.is_none() && slot.state != PrinterState::Printing;
-            let (kind, msg) = if idle && slot.commands.try_send(PrinterCommand::RunMacro { gcode }).is_ok() {
+            let (kind, msg) = if idle
+                && slot
+                    .commands
+                    .try_send(PrinterCommand::RunMacro { gcode })
+                    .is_ok()
+            {
                 ("trigger_run", format!("macro from {topic}"))
             } else {
-                ("trigger_refused", format!("macro from {topic} refused: printer is not idle"))
+                (
+                    "trigger_refused",
+                    format!("macro from {topic} refused: printer is not idle"),
+                )
             };
             let item = self.msgs.event(&printer, kind, None, Some(&msg));
             self.enqueue(item).await;
@@ -139,17 +193,30 @@ impl Farm {
     }
 
     async fn on_control(&mut self, req: Request, upload: Option<PathBuf>) -> Response {
-        let cmd = |command| CommandMsg { command, job_id: None };
+        let cmd = |command| CommandMsg {
+            command,
+            job_id: None,
+        };
         let answer = match req {
             Request::Ping => return Response::ok("printgate is running"),
-            Request::AddJob { printer, priority, id, .. } => {
+            Request::AddJob {
+                printer,
+                priority,
+                id,
+                ..
+            } => {
                 return self.add_local_job(&printer, priority, id, upload).await;
             }
             Request::CancelJob { job } => self.cancel_waiting_job(&job).await,
-            Request::Clear { printer } => self.on_command(&printer, &cmd(Command::ClearPlate)).await,
+            Request::Clear { printer } => {
+                self.on_command(&printer, &cmd(Command::ClearPlate)).await
+            }
             Request::Pause { printer } => self.on_command(&printer, &cmd(Command::Pause)).await,
             Request::Resume { printer } => self.on_command(&printer, &cmd(Command::Resume)).await,
-            Request::EmergencyStop { printer } => self.on_command(&printer, &cmd(Command::EmergencyStop)).await,
+            Request::EmergencyStop { printer } => {
+                self.on_command(&printer, &cmd(Command::EmergencyStop))
+                    .await
+            }
         };
         match answer {
             Ok(m) => Response::ok(m),
@@ -157,8 +224,16 @@ impl Farm {
         }
     }
 
-    async fn add_local_job(&mut self, printer: &str, priority: i64, id: Option<String>, upload: Option<PathBuf>) -> Response {
-        let Some(upload) = upload else { return Response::err("no file received") };
+    async fn add_local_job(
+        &mut self,
+        printer: &str,
+        priority: i64,
+        id: Option<String>,
+        upload: Option<PathBuf>,
+    ) -> Response {
+        let Some(upload) = upload else {
+            return Response::err("no file received");
+        };
         let discard = |msg: String| {
             let _ = std::fs::remove_file(&upload);
             Response::err(msg)
@@ -168,8 +243,14 @@ impl Farm {
         };
         let filament = slot.filament.clone();
         let id = id.unwrap_or_else(new_job_id);
-        if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') || id.len() > 64 {
-            return discard(format!("job id {id:?}: use letters, digits, '-' and '_' (at most 64)"));
+        if !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || id.len() > 64
+        {
+            return discard(format!(
+                "job id {id:?}: use letters, digits, '-' and '_' (at most 64)"
+            ));
         }
         let check = upload.clone();
         match tokio::task::spawn_blocking(move || crate::printer::job_file::scan(&check)).await {
@@ -192,11 +273,17 @@ impl Farm {
             estimated_s: None,
             params: None,
         };
-        let event = self.msgs.event(printer, "job_accepted", Some(&id), Some("local file"));
+        let event = self
+            .msgs
+            .event(printer, "job_accepted", Some(&id), Some("local file"));
         let answer = match self.store.add_job(new, event).await {
             Ok(AddOutcome::Inserted { .. }) => {
                 self.wake_pump();
-                Response { ok: true, message: format!("job {id} queued on {printer}"), job_id: Some(id) }
+                Response {
+                    ok: true,
+                    message: format!("job {id} queued on {printer}"),
+                    job_id: Some(id),
+                }
             }
             Ok(AddOutcome::Duplicate) => Response::err(format!("job {id} already exists")),
             Err(e) => Response::err(format!("job {id} not stored: {e}")),

@@ -14,24 +14,43 @@ impl Farm {
         let id = report.printer;
         match report.kind {
             ReportKind::Connected(fw) => {
-                let Some(slot) = self.slots.get_mut(&id) else { return };
+                let Some(slot) = self.slots.get_mut(&id) else {
+                    return;
+                };
                 slot.connected = true;
                 let to = if slot.state == PrinterState::AwaitingClear || !slot.plate_clear {
                     PrinterState::AwaitingClear
                 } else {
                     PrinterState::Idle
                 };
-                let msg = format!("connected: {}", if fw.name.is_empty() { "unknown firmware" } else { &fw.name });
-                self.set_printer(&id, to, None, None, "online", Some(&msg)).await;
+                let msg = format!(
+                    "connected: {}",
+                    if fw.name.is_empty() {
+                        "unknown firmware"
+                    } else {
+                        &fw.name
+                    }
+                );
+                self.set_printer(&id, to, None, None, "online", Some(&msg))
+                    .await;
             }
             ReportKind::Offline { reason } => {
                 if let Some(slot) = self.slots.get_mut(&id) {
                     slot.connected = false;
                 }
-                self.set_printer(&id, PrinterState::Offline, None, None, "offline", Some(&reason)).await;
+                self.set_printer(
+                    &id,
+                    PrinterState::Offline,
+                    None,
+                    None,
+                    "offline",
+                    Some(&reason),
+                )
+                .await;
             }
             ReportKind::Fault { reason } => {
-                self.set_printer(&id, PrinterState::Error, None, None, "error", Some(&reason)).await;
+                self.set_printer(&id, PrinterState::Error, None, None, "error", Some(&reason))
+                    .await;
             }
             ReportKind::Temps(t) => {
                 if let Some(slot) = self.slots.get_mut(&id) {
@@ -40,7 +59,9 @@ impl Farm {
             }
             ReportKind::JobStarted { .. } => {}
             ReportKind::Progress { job_id, progress } => {
-                let Some(slot) = self.slots.get_mut(&id) else { return };
+                let Some(slot) = self.slots.get_mut(&id) else {
+                    return;
+                };
                 slot.percent = progress.percent;
                 slot.lines = Some((progress.lines_done, progress.lines_total));
                 let item = self.msgs.progress(&view_of(slot));
@@ -55,14 +76,22 @@ impl Farm {
             }
             ReportKind::Paused { job_id } => {
                 self.transition(&job_id, JobState::Paused, None).await;
-                self.set_printer(&id, PrinterState::Paused, None, None, "paused", None).await;
+                self.set_printer(&id, PrinterState::Paused, None, None, "paused", None)
+                    .await;
             }
             ReportKind::Resumed { job_id } => {
                 self.transition(&job_id, JobState::Printing, None).await;
-                self.set_printer(&id, PrinterState::Printing, None, None, "resumed", None).await;
+                self.set_printer(&id, PrinterState::Printing, None, None, "resumed", None)
+                    .await;
             }
-            ReportKind::JobFinished { job_id, outcome, progress, .. } => {
-                self.on_job_finished(&id, &job_id, outcome, progress.percent).await;
+            ReportKind::JobFinished {
+                job_id,
+                outcome,
+                progress,
+                ..
+            } => {
+                self.on_job_finished(&id, &job_id, outcome, progress.percent)
+                    .await;
             }
             ReportKind::Action(action) => {
                 let item = self.msgs.event(&id, "printer_action", None, Some(&action));
@@ -73,30 +102,55 @@ impl Farm {
         }
     }
 
-    async fn on_job_finished(&mut self, printer: &str, job_id: &str, outcome: JobOutcome, percent: f64) {
+    async fn on_job_finished(
+        &mut self,
+        printer: &str,
+        job_id: &str,
+        outcome: JobOutcome,
+        percent: f64,
+    ) {
         let (to, kind, reason) = match &outcome {
             JobOutcome::Completed => (JobState::Completed, "job_completed", None),
             JobOutcome::Cancelled => (JobState::Cancelled, "job_cancelled", None),
             // An orderly stop mid-print: like a crash, never resumed.
-            JobOutcome::Failed(r) if self.stopping => (JobState::Interrupted, "job_interrupted", Some(r.clone())),
+            JobOutcome::Failed(r) if self.stopping => {
+                (JobState::Interrupted, "job_interrupted", Some(r.clone()))
+            }
             JobOutcome::Failed(r) => (JobState::Failed, "job_failed", Some(r.clone())),
         };
         match &outcome {
             JobOutcome::Failed(r) => warn!("printer {printer}: job {job_id} {}: {r}", to.as_str()),
             _ => info!("printer {printer}: job {job_id} {}", to.as_str()),
         }
-        let event = self.msgs.event(printer, kind, Some(job_id), reason.as_deref());
-        if let Err(e) = self.store.transition_job(job_id, to, reason.as_deref(), event).await {
+        let event = self
+            .msgs
+            .event(printer, kind, Some(job_id), reason.as_deref());
+        if let Err(e) = self
+            .store
+            .transition_job(job_id, to, reason.as_deref(), event)
+            .await
+        {
             error!("job {job_id}: {e}");
         }
         if let Some(slot) = self.slots.get_mut(printer) {
             slot.job = None;
             slot.job_deadline = None;
-            slot.percent = if to == JobState::Completed { 100.0 } else { percent };
+            slot.percent = if to == JobState::Completed {
+                100.0
+            } else {
+                percent
+            };
         }
         // Whatever ended the print, something may be on the plate.
-        self.set_printer(printer, PrinterState::AwaitingClear, Some(false), Some(None), "awaiting_clear", None)
-            .await;
+        self.set_printer(
+            printer,
+            PrinterState::AwaitingClear,
+            Some(false),
+            Some(None),
+            "awaiting_clear",
+            None,
+        )
+        .await;
         if to == JobState::Completed {
             let item = self.msgs.job_complete(printer, job_id, to.as_str());
             self.enqueue(item).await;
@@ -110,9 +164,20 @@ impl Farm {
             return Err(format!("unknown printer {printer}"));
         };
         if slot.state != PrinterState::AwaitingClear {
-            return Err(format!("printer {printer} is {}, not awaiting_clear", slot.state.as_str()));
+            return Err(format!(
+                "printer {printer} is {}, not awaiting_clear",
+                slot.state.as_str()
+            ));
         }
-        self.set_printer(printer, PrinterState::Idle, Some(true), None, "plate_cleared", Some(by)).await;
+        self.set_printer(
+            printer,
+            PrinterState::Idle,
+            Some(true),
+            None,
+            "plate_cleared",
+            Some(by),
+        )
+        .await;
         if let Some(slot) = self.slots.get_mut(printer) {
             slot.percent = 0.0;
             slot.lines = None;
@@ -148,14 +213,22 @@ impl Farm {
         kind: &str,
         message: Option<&str>,
     ) {
-        let Some(slot) = self.slots.get(printer) else { return };
+        let Some(slot) = self.slots.get(printer) else {
+            return;
+        };
         if slot.state == to && plate_clear.is_none() && job.is_none() {
             return;
         }
         let event = self.msgs.event(printer, kind, slot.job.as_deref(), message);
-        match self.store.set_printer_state(printer, to, plate_clear, job, event).await {
+        match self
+            .store
+            .set_printer_state(printer, to, plate_clear, job, event)
+            .await
+        {
             Ok(_) => {
-                let Some(slot) = self.slots.get_mut(printer) else { return };
+                let Some(slot) = self.slots.get_mut(printer) else {
+                    return;
+                };
                 slot.state = to;
                 if let Some(clear) = plate_clear {
                     slot.plate_clear = clear;
@@ -174,9 +247,19 @@ impl Farm {
         }
     }
 
-    pub(crate) async fn transition(&self, job_id: &str, to: JobState, reason: Option<&str>) -> bool {
+    pub(crate) async fn transition(
+        &self,
+        job_id: &str,
+        to: JobState,
+        reason: Option<&str>,
+    ) -> bool {
         let printer = self.printer_of(job_id).unwrap_or_default();
-        let event = self.msgs.event(&printer, &format!("job_{}", to.as_str()), Some(job_id), reason);
+        let event = self.msgs.event(
+            &printer,
+            &format!("job_{}", to.as_str()),
+            Some(job_id),
+            reason,
+        );
         match self.store.transition_job(job_id, to, reason, event).await {
             Ok(_) => {
                 self.wake_pump();
@@ -211,8 +294,12 @@ impl Farm {
             .collect();
         for (printer, filament) in free {
             match self.store.next_job_for(&printer, filament.as_deref()).await {
-                Ok(Some(job)) if job.state == JobState::Ready => self.start_job(&printer, job).await,
-                Ok(Some(job)) if job.state == JobState::Queued => self.begin_download(&printer, job).await,
+                Ok(Some(job)) if job.state == JobState::Ready => {
+                    self.start_job(&printer, job).await
+                }
+                Ok(Some(job)) if job.state == JobState::Queued => {
+                    self.begin_download(&printer, job).await
+                }
                 Ok(_) => self.maybe_pull(&printer),
                 Err(e) => error!("printer {printer}: cannot read its queue: {e}"),
             }
@@ -221,7 +308,8 @@ impl Farm {
 
     async fn start_job(&mut self, printer: &str, job: Job) {
         let Some(path) = job.gcode_path.clone() else {
-            self.transition(&job.id, JobState::Failed, Some("no G-code file")).await;
+            self.transition(&job.id, JobState::Failed, Some("no G-code file"))
+                .await;
             return;
         };
         let scan_path = std::path::PathBuf::from(&path);
@@ -229,7 +317,8 @@ impl Farm {
         let summary = match scanned {
             Ok(Ok(summary)) => summary,
             Ok(Err(e)) => {
-                self.transition(&job.id, JobState::Failed, Some(&e.to_string())).await;
+                self.transition(&job.id, JobState::Failed, Some(&e.to_string()))
+                    .await;
                 return;
             }
             Err(e) => {
@@ -238,14 +327,24 @@ impl Farm {
             }
         };
         // The gate, once more, right before the point of no return.
-        let Some(slot) = self.slots.get(printer) else { return };
+        let Some(slot) = self.slots.get(printer) else {
+            return;
+        };
         if PlateGate::can_start(slot.state, slot.plate_clear).is_err() || slot.job.is_some() {
             return;
         }
         if !self.transition(&job.id, JobState::Printing, None).await {
             return;
         }
-        self.set_printer(printer, PrinterState::Printing, None, Some(Some(&job.id)), "printing", None).await;
+        self.set_printer(
+            printer,
+            PrinterState::Printing,
+            None,
+            Some(Some(&job.id)),
+            "printing",
+            None,
+        )
+        .await;
         let deadline = self.job_deadline(&job);
         if let Some(slot) = self.slots.get_mut(printer) {
             slot.job = Some(job.id.clone());
@@ -261,7 +360,10 @@ impl Farm {
                 error!("printer {printer}: its task is gone");
             }
         }
-        info!("printer {printer}: starting job {} ({} lines)", job.id, summary.commands);
+        info!(
+            "printer {printer}: starting job {} ({} lines)",
+            job.id, summary.commands
+        );
     }
 
     fn job_deadline(&self, job: &Job) -> Instant {
@@ -282,7 +384,12 @@ impl Farm {
             .collect();
         for (printer, job) in expired {
             warn!("printer {printer}: job {job} exceeded its time limit; cancelling");
-            let item = self.msgs.event(&printer, "job_timeout", Some(&job), Some("time limit exceeded"));
+            let item = self.msgs.event(
+                &printer,
+                "job_timeout",
+                Some(&job),
+                Some("time limit exceeded"),
+            );
             self.enqueue(item).await;
             if let Some(slot) = self.slots.get_mut(&printer) {
                 slot.job_deadline = None;
@@ -294,11 +401,17 @@ impl Farm {
     async fn begin_download(&mut self, printer: &str, job: Job) {
         let Some(client) = self.queue.clone() else {
             let reason = "no [queue_manager] configured to download the model";
-            self.transition(&job.id, JobState::Failed, Some(reason)).await;
+            self.transition(&job.id, JobState::Failed, Some(reason))
+                .await;
             return;
         };
         let Some(model_url) = job.model_url.clone() else {
-            self.transition(&job.id, JobState::Failed, Some("job has neither a file nor a modelUrl")).await;
+            self.transition(
+                &job.id,
+                JobState::Failed,
+                Some("job has neither a file nor a modelUrl"),
+            )
+            .await;
             return;
         };
         if !self.transition(&job.id, JobState::Downloading, None).await {
@@ -310,21 +423,46 @@ impl Farm {
         let (tx, printer, job_id) = (self.inputs_tx.clone(), printer.to_owned(), job.id.clone());
         let retries = self.settings.max_download_retries;
         tokio::task::spawn_blocking(move || {
-            let mut backoff = crate::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(60), 0.2, 11);
-            let result = crate::source::retry_download(&client, &model_url, &job_id, retries, &mut backoff, std::thread::sleep)
-                .map_err(|e| e.to_string());
-            let _ = tx.blocking_send(FarmInput::Downloaded { printer, job_id, result });
+            let mut backoff = crate::backoff::Backoff::new(
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+                0.2,
+                11,
+            );
+            let result = crate::source::retry_download(
+                &client,
+                &model_url,
+                &job_id,
+                retries,
+                &mut backoff,
+                std::thread::sleep,
+            )
+            .map_err(|e| e.to_string());
+            let _ = tx.blocking_send(FarmInput::Downloaded {
+                printer,
+                job_id,
+                result,
+            });
         });
     }
 
-    pub(crate) async fn on_downloaded(&mut self, printer: &str, job_id: &str, result: Result<crate::source::Downloaded, String>) {
+    pub(crate) async fn on_downloaded(
+        &mut self,
+        printer: &str,
+        job_id: &str,
+        result: Result<crate::source::Downloaded, String>,
+    ) {
         if let Some(slot) = self.slots.get_mut(printer) {
             slot.reserved = None;
         }
         match result {
             Ok(d) => {
                 let path = d.path.to_string_lossy().into_owned();
-                if let Err(e) = self.store.set_job_file(job_id, &path, d.bytes, d.lines).await {
+                if let Err(e) = self
+                    .store
+                    .set_job_file(job_id, &path, d.bytes, d.lines)
+                    .await
+                {
                     error!("job {job_id}: {e}");
                     return;
                 }
@@ -332,16 +470,25 @@ impl Farm {
             }
             Err(reason) => {
                 warn!("job {job_id}: download failed for good: {reason}");
-                self.transition(job_id, JobState::Failed, Some(&format!("download failed: {reason}"))).await;
+                self.transition(
+                    job_id,
+                    JobState::Failed,
+                    Some(&format!("download failed: {reason}")),
+                )
+                .await;
             }
         }
         self.schedule().await;
     }
 
     fn maybe_pull(&mut self, printer: &str) {
-        let Some(client) = self.queue.clone() else { return };
+        let Some(client) = self.queue.clone() else {
+            return;
+        };
         let interval = self.settings.poll_interval;
-        let Some(slot) = self.slots.get_mut(printer) else { return };
+        let Some(slot) = self.slots.get_mut(printer) else {
+            return;
+        };
         let now = Instant::now();
         if slot.pull_in_flight || slot.next_pull.is_some_and(|t| now < t) {
             return;
@@ -355,9 +502,15 @@ impl Farm {
         });
     }
 
-    pub(crate) async fn on_pulled(&mut self, printer: &str, result: Result<Option<crate::source::QueueJob>, String>) {
+    pub(crate) async fn on_pulled(
+        &mut self,
+        printer: &str,
+        result: Result<Option<crate::source::QueueJob>, String>,
+    ) {
         let interval = self.settings.poll_interval;
-        let Some(slot) = self.slots.get_mut(printer) else { return };
+        let Some(slot) = self.slots.get_mut(printer) else {
+            return;
+        };
         slot.pull_in_flight = false;
         let job = match result {
             Ok(Some(job)) => job,
@@ -373,30 +526,45 @@ impl Farm {
         let assignment = Assignment {
             job_id: job.id.clone(),
             model_url: job.model_url(),
-            filament_type: job.filament_type.clone().or(filament.clone()).unwrap_or_default(),
+            filament_type: job
+                .filament_type
+                .clone()
+                .or(filament.clone())
+                .unwrap_or_default(),
             estimated_time: job.estimated_time.and_then(|t| u64::try_from(t).ok()),
             priority: Some(job.priority),
             assigned_at: Some(crate::mqtt::payload::rfc3339(std::time::SystemTime::now())),
             parameters: job.parameters.clone(),
         };
         // The queue manager never hands this job out again: store it first.
-        let outcome = self.accept_job(printer, &assignment, JobSource::Queue).await;
+        let outcome = self
+            .accept_job(printer, &assignment, JobSource::Queue)
+            .await;
         if let Ok(AddOutcome::Inserted { .. }) = outcome {
             let item = self.msgs.assignment(printer, &assignment);
             self.enqueue(item).await;
-            info!("printer {printer}: pulled job {} from the queue manager", job.id);
+            info!(
+                "printer {printer}: pulled job {} from the queue manager",
+                job.id
+            );
         }
         if let (Some(want), Some(have)) = (job.filament_type.as_deref(), filament.as_deref()) {
             if want != have {
                 let reason = format!("filament {want} does not match the printer's {have}");
-                self.transition(&job.id, JobState::Failed, Some(&reason)).await;
+                self.transition(&job.id, JobState::Failed, Some(&reason))
+                    .await;
             }
         }
         self.schedule().await;
     }
 
     /// Stores a job (durably) before anything else happens to it.
-    pub(crate) async fn accept_job(&mut self, printer: &str, a: &Assignment, source: JobSource) -> Result<AddOutcome, StoreError> {
+    pub(crate) async fn accept_job(
+        &mut self,
+        printer: &str,
+        a: &Assignment,
+        source: JobSource,
+    ) -> Result<AddOutcome, StoreError> {
         let new = NewJob {
             id: a.job_id.clone(),
             printer_id: Some(printer.to_owned()),
@@ -408,11 +576,15 @@ impl Farm {
             estimated_s: a.estimated_time.and_then(|t| i64::try_from(t).ok()),
             params: a.parameters.clone(),
         };
-        let event = self.msgs.event(printer, "job_accepted", Some(&a.job_id), None);
+        let event = self
+            .msgs
+            .event(printer, "job_accepted", Some(&a.job_id), None);
         let outcome = self.store.add_job(new, event).await;
         match &outcome {
             Ok(AddOutcome::Inserted { .. }) => self.wake_pump(),
-            Ok(AddOutcome::Duplicate) => info!("printer {printer}: job {} already known; ignored", a.job_id),
+            Ok(AddOutcome::Duplicate) => {
+                info!("printer {printer}: job {} already known; ignored", a.job_id)
+            }
             Err(e) => error!("printer {printer}: job {} not stored: {e}", a.job_id),
         }
         outcome

@@ -2,9 +2,9 @@
 //! farm's topic contract (`crate::mqtt`) in one place. When MQTT is not
 //! configured every builder returns `None` and nothing is queued.
 
+use crate::lifecycle::PrinterState;
 use crate::mqtt::payload::{self, Event, PrinterStatus, Progress};
 use crate::mqtt::topics::Topics;
-use crate::lifecycle::PrinterState;
 use crate::protocol::Temps;
 use crate::store::{OutboxItem, OutboxKind};
 use std::time::SystemTime;
@@ -50,7 +50,13 @@ impl Messages {
 
     /// `device/printer/<id>/event`. The `seq` is filled in from the outbox
     /// row when it is published (the store assigns it in the same transaction).
-    pub fn event(&self, printer: &str, kind: &str, job: Option<&str>, message: Option<&str>) -> Option<OutboxItem> {
+    pub fn event(
+        &self,
+        printer: &str,
+        kind: &str,
+        job: Option<&str>,
+        message: Option<&str>,
+    ) -> Option<OutboxItem> {
         let topics = self.topics.as_ref()?;
         let event = Event {
             seq: 0,
@@ -60,7 +66,12 @@ impl Messages {
             message: message.map(str::to_owned),
             timestamp: now(),
         };
-        Some(item(topics.event(printer), json(&event), OutboxKind::Event, Some(printer)))
+        Some(item(
+            topics.event(printer),
+            json(&event),
+            OutboxKind::Event,
+            Some(printer),
+        ))
     }
 
     pub fn progress_payload(&self, v: &ProgressView<'_>) -> Vec<u8> {
@@ -83,13 +94,23 @@ impl Messages {
     /// `device/printer/<id>/progress`, coalescable while the broker is away.
     pub fn progress(&self, v: &ProgressView<'_>) -> Option<OutboxItem> {
         let topics = self.topics.as_ref()?;
-        Some(item(topics.progress(v.printer), self.progress_payload(v), OutboxKind::Progress, Some(v.printer)))
+        Some(item(
+            topics.progress(v.printer),
+            self.progress_payload(v),
+            OutboxKind::Progress,
+            Some(v.printer),
+        ))
     }
 
     /// `device/printers`: printers whose plate waits for a robot.
     pub fn awaiting_list(&self, printers: &[String]) -> Option<OutboxItem> {
         let topics = self.topics.as_ref()?;
-        Some(item(topics.printers(), json(&printers), OutboxKind::Event, None))
+        Some(item(
+            topics.printers(),
+            json(&printers),
+            OutboxKind::Event,
+            None,
+        ))
     }
 
     /// The completion topic other services chain on.
@@ -98,14 +119,24 @@ impl Messages {
         let body = serde_json::json!({
             "printerId": printer, "jobId": job, "outcome": outcome, "timestamp": now(),
         });
-        Some(item(topics.job_complete(printer, job), json(&body), OutboxKind::Event, Some(printer)))
+        Some(item(
+            topics.job_complete(printer, job),
+            json(&body),
+            OutboxKind::Event,
+            Some(printer),
+        ))
     }
 
     /// Pull mode: the assignment we took from the queue manager, published so
     /// the farm sees who prints what.
     pub fn assignment(&self, printer: &str, a: &payload::Assignment) -> Option<OutboxItem> {
         let topics = self.topics.as_ref()?;
-        Some(item(topics.assignment(printer), json(a), OutboxKind::Event, Some(printer)))
+        Some(item(
+            topics.assignment(printer),
+            json(a),
+            OutboxKind::Event,
+            Some(printer),
+        ))
     }
 }
 

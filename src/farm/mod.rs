@@ -204,8 +204,12 @@ impl Farm {
     /// discovers printers from these). Heartbeats are volatile: repeating an
     /// unchanged state is not worth an SD-card write.
     fn announce_idle(&mut self, now: Instant) {
-        let Some(volatile) = &self.volatile else { return };
-        let Some(topics) = self.msgs.topics() else { return };
+        let Some(volatile) = &self.volatile else {
+            return;
+        };
+        let Some(topics) = self.msgs.topics() else {
+            return;
+        };
         for slot in self.slots.values_mut() {
             let due = slot
                 .last_announce
