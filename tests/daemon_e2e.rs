@@ -1,0 +1,116 @@
+//! The daemon as an operator runs it: real binary, real SQLite file,
+//! simulated printers on pseudo-terminals, the CLI from another "shell".
+
+mod e2e_support;
+
+use e2e_support::*;
+use std::path::Path;
+use std::time::Duration;
+
+fn cfg(config: &Path) -> &str {
+    config.to_str().unwrap()
+}
+
+/// Plays the robot: confirms every plate waiting for it.
+fn clear_waiting_plates(config: &Path) {
+    for (printer, state) in printer_states(config) {
+        if state == "awaiting_clear" {
+            let _ = cli(&["clear", &printer, "--config", cfg(config)]);
+        }
+    }
+}
+
+fn job_states(config: &Path) -> Vec<(String, String)> {
+    jobs_json(config)
+        .iter()
+        .map(|j| (j["id"].as_str().unwrap_or("").to_owned(), j["state"].as_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+#[test]
+fn jobs_print_once_and_the_same_state_is_seen_after_a_restart() {
+    let dir = TestDir::new("daemon-restart");
+    let links: Vec<(&str, std::path::PathBuf)> = vec![("p1", dir.path().join("tty1")), ("p2", dir.path().join("tty2"))];
+    let logs = [dir.path().join("p1.log"), dir.path().join("p2.log")];
+    let _sims: Vec<Proc> = links
+        .iter()
+        .zip(&logs)
+        .map(|((_, link), log)| start_sim(link, &["--received", log.to_str().unwrap()]))
+        .collect();
+    let config = gateway_config(dir.path(), &links, None);
+    let daemon_log = dir.path().join("daemon.log");
+    let daemon = start_daemon(&config, &daemon_log);
+    wait_until("both printers connected", Duration::from_secs(20), || {
+        printer_states(&config).iter().filter(|(_, s)| s == "awaiting_clear").count() == 2
+    });
+    // New printers start with the plate not confirmed clear: nothing prints.
+    let mut expected = Vec::new();
+    for (n, printer) in ["p1", "p2", "p1", "p2"].iter().enumerate() {
+        let file = dir.path().join(format!("job{n}.gcode"));
+        expected.push((printer.to_string(), write_job(&file, 10 + n as u32, 400)));
+        let out = cli(&["job", "add", file.to_str().unwrap(), "--printer", printer, "--id", &format!("job-{n}"), "--config", cfg(&config)]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(job_states(&config).iter().all(|(_, s)| s == "ready"), "nothing may start before a plate is clear");
+    wait_until("all four jobs completed", Duration::from_secs(60), || {
+        clear_waiting_plates(&config);
+        let states = job_states(&config);
+        states.len() == 4 && states.iter().all(|(_, s)| s == "completed")
+    });
+    // Exactly once, in order, on the right printer.
+    for (i, (printer, log)) in [("p1", &logs[0]), ("p2", &logs[1])].iter().enumerate() {
+        let mut want: Vec<String> = Vec::new();
+        for (p, moves) in &expected {
+            if p == printer {
+                want.extend(moves.iter().cloned());
+            }
+        }
+        // Logs are flushed when the simulator is idle; wait for all of it.
+        wait_until("simulator logs flushed", Duration::from_secs(10), || executed_moves(log).len() >= want.len());
+        assert_eq!(executed_moves(log), want, "printer {i}");
+    }
+    let before = job_states(&config);
+    assert!(daemon.stop().success(), "orderly stop exits 0");
+    let after_stop = job_states(&config);
+    assert_eq!(before, after_stop);
+    let daemon = start_daemon(&config, &daemon_log);
+    wait_until("daemon answers again", Duration::from_secs(20), || {
+        cli(&["status", "--config", cfg(&config)]).stdout.ends_with(b"daemon: running\n")
+    });
+    assert_eq!(job_states(&config), before, "same jobs after a restart");
+    let show = cli(&["job", "show", "job-0", "--config", cfg(&config)]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(text.contains("ready -> printing") && text.contains("printing -> completed"), "{text}");
+    daemon.stop();
+}
+
+#[test]
+fn bad_input_gives_one_clear_message_and_no_panic() {
+    let dir = TestDir::new("daemon-bad-input");
+    // A config with a typo.
+    let config = dir.path().join("typo.toml");
+    std::fs::write(&config, "[gateway]\nid = \"gw\"\ndata_dir = \"/tmp/x\"\n[[printer]]\nid = \"p1\"\nport = \"/dev/null\"\nbuad = 250000\n").unwrap();
+    let out = cli(&["check-config", cfg(&config)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("buad"));
+    let out = cli(&["run", "--config", cfg(&config)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("buad"));
+
+    // A corrupt database file.
+    let links = vec![("p1", dir.path().join("tty"))];
+    let config = gateway_config(dir.path(), &links, None);
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/printgate.db"), vec![0x5au8; 8192]).unwrap();
+    let out = cli(&["run", "--config", cfg(&config)]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("printgate.db"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    // No daemon running: changing commands say so.
+    std::fs::remove_file(dir.path().join("data/printgate.db")).unwrap();
+    let out = cli(&["clear", "p1", "--config", cfg(&config)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no printgate daemon is running"));
+}
