@@ -17,6 +17,8 @@ pub struct Cli {
 pub enum Command {
     /// Print the version and exit (same as --version).
     Version,
+    /// Run a virtual Marlin printer on a pseudo-terminal.
+    Sim(crate::sim::cli::SimArgs),
 }
 
 /// Runs the parsed command. Errors are reported by `main`.
@@ -26,5 +28,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             println!("printgate {}", env!("CARGO_PKG_VERSION"));
             Ok(std::process::ExitCode::SUCCESS)
         }
+        Command::Sim(args) => crate::sim::cli::run(args),
     }
 }

@@ -16,3 +16,4 @@
 pub mod backoff;
 pub mod cli;
 pub mod protocol;
+pub mod sim;
