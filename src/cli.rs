@@ -64,6 +64,10 @@ pub enum Command {
         /// The config file, e.g. /etc/printgate/printgate.toml.
         file: std::path::PathBuf,
     },
+    /// Run a virtual Marlin printer on a pseudo-terminal.
+    Sim(crate::sim::cli::SimArgs),
+    /// Measure serial throughput and host cost against the simulator.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Runs the parsed command. Errors are reported by `main`.
@@ -109,5 +113,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 Ok(std::process::ExitCode::from(1))
             }
         },
+        Command::Sim(args) => crate::sim::cli::run(args),
+        Command::Bench(args) => crate::bench::run(args),
     }
 }

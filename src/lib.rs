@@ -15,6 +15,7 @@
 //! `main.rs` is a thin clap front end over [`cli`].
 
 pub mod backoff;
+pub mod bench;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod cli;
@@ -28,5 +29,6 @@ pub mod mqtt;
 pub mod notify;
 pub mod printer;
 pub mod protocol;
+pub mod sim;
 pub mod source;
 pub mod store;
