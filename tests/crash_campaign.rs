@@ -23,9 +23,16 @@ impl Rng {
 }
 
 fn outbox_seqs(data: &Path) -> Vec<u64> {
-    let conn = rusqlite::Connection::open_with_flags(data.join("printgate.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let conn = rusqlite::Connection::open_with_flags(
+        data.join("printgate.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
     let mut stmt = conn.prepare("SELECT seq FROM outbox ORDER BY seq").unwrap();
-    stmt.query_map([], |r| r.get::<_, i64>(0)).unwrap().map(|s| s.unwrap() as u64).collect()
+    stmt.query_map([], |r| r.get::<_, i64>(0))
+        .unwrap()
+        .map(|s| s.unwrap() as u64)
+        .collect()
 }
 
 fn states(config: &Path) -> BTreeMap<String, (String, String)> {
@@ -33,25 +40,49 @@ fn states(config: &Path) -> BTreeMap<String, (String, String)> {
         .into_iter()
         .map(|j| {
             let id = j["id"].as_str().unwrap_or("").to_owned();
-            (id, (j["state"].as_str().unwrap_or("").to_owned(), j["printerId"].as_str().unwrap_or("").to_owned()))
+            (
+                id,
+                (
+                    j["state"].as_str().unwrap_or("").to_owned(),
+                    j["printerId"].as_str().unwrap_or("").to_owned(),
+                ),
+            )
         })
         .collect()
 }
 
 #[test]
 fn kill_dash_nine_loses_nothing_and_prints_nothing_twice() {
-    let kills: u32 = std::env::var("PRINTGATE_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
+    let kills: u32 = std::env::var("PRINTGATE_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
     let dir = TestDir::new("crash-campaign");
-    let printers: Vec<(&str, std::path::PathBuf)> = ["p1", "p2", "p3"].iter().map(|p| (*p, dir.path().join(format!("tty-{p}")))).collect();
-    let logs: Vec<_> = printers.iter().map(|(p, _)| dir.path().join(format!("{p}.log"))).collect();
+    let printers: Vec<(&str, std::path::PathBuf)> = ["p1", "p2", "p3"]
+        .iter()
+        .map(|p| (*p, dir.path().join(format!("tty-{p}"))))
+        .collect();
+    let logs: Vec<_> = printers
+        .iter()
+        .map(|(p, _)| dir.path().join(format!("{p}.log")))
+        .collect();
     let _sims: Vec<Proc> = printers
         .iter()
         .zip(&logs)
-        .map(|((_, link), log)| start_sim(link, &["--baud", "250000", "--received", log.to_str().unwrap()]))
+        .map(|((_, link), log)| {
+            start_sim(
+                link,
+                &["--baud", "250000", "--received", log.to_str().unwrap()],
+            )
+        })
         .collect();
     // MQTT points at a port nobody listens on: every outbox row stays, so
     // the whole sequence can be checked.
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = gateway_config(dir.path(), &printers, Some(dead_port));
     let cfg = config.to_str().unwrap();
     let daemon_log = dir.path().join("daemon.log");
@@ -63,12 +94,19 @@ fn kill_dash_nine_loses_nothing_and_prints_nothing_twice() {
 
     for round in 0..=kills {
         let daemon = start_daemon(&config, &daemon_log);
-        wait_until("daemon up", Duration::from_secs(30), || cli(&["status", "--config", cfg]).stdout.ends_with(b"daemon: running\n"));
+        wait_until("daemon up", Duration::from_secs(30), || {
+            cli(&["status", "--config", cfg])
+                .stdout
+                .ends_with(b"daemon: running\n")
+        });
 
         // 1. No accepted job is missing.
         let now = states(&config);
         for id in &accepted {
-            assert!(now.contains_key(id), "round {round}: accepted job {id} is missing");
+            assert!(
+                now.contains_key(id),
+                "round {round}: accepted job {id} is missing"
+            );
         }
         // 2. Jobs caught printing are never printing again: interrupted (or
         //    finished before the kill), and an interrupted job's printer waits.
@@ -82,7 +120,11 @@ fn kill_dash_nine_loses_nothing_and_prints_nothing_twice() {
                 );
                 if after == "interrupted" {
                     interrupted_seen += 1;
-                    assert_eq!(printer_state.get(printer).map(String::as_str), Some("awaiting_clear"), "round {round}: printer {printer} of interrupted job {id}");
+                    assert_eq!(
+                        printer_state.get(printer).map(String::as_str),
+                        Some("awaiting_clear"),
+                        "round {round}: printer {printer} of interrupted job {id}"
+                    );
                 }
             }
         }
@@ -90,7 +132,10 @@ fn kill_dash_nine_loses_nothing_and_prints_nothing_twice() {
         let mut seen = HashSet::new();
         for log in &logs {
             for line in executed_moves(log) {
-                assert!(seen.insert(line.clone()), "round {round}: {line} executed twice");
+                assert!(
+                    seen.insert(line.clone()),
+                    "round {round}: {line} executed twice"
+                );
             }
         }
         // 4. Outbox sequence numbers: 1..=n, no gap, no repeat.
@@ -115,7 +160,17 @@ fn kill_dash_nine_loses_nothing_and_prints_nothing_twice() {
             write_job(&file, 100 + next_job, 200 + rng.below(400) as usize);
             let id = format!("job-{next_job}");
             next_job += 1;
-            let out = cli(&["job", "add", file.to_str().unwrap(), "--printer", printer, "--id", &id, "--config", cfg]);
+            let out = cli(&[
+                "job",
+                "add",
+                file.to_str().unwrap(),
+                "--printer",
+                printer,
+                "--id",
+                &id,
+                "--config",
+                cfg,
+            ]);
             if out.status.success() {
                 accepted.insert(id);
             }

@@ -23,14 +23,22 @@ fn clear_waiting_plates(config: &Path) {
 fn job_states(config: &Path) -> Vec<(String, String)> {
     jobs_json(config)
         .iter()
-        .map(|j| (j["id"].as_str().unwrap_or("").to_owned(), j["state"].as_str().unwrap_or("").to_owned()))
+        .map(|j| {
+            (
+                j["id"].as_str().unwrap_or("").to_owned(),
+                j["state"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect()
 }
 
 #[test]
 fn jobs_print_once_and_the_same_state_is_seen_after_a_restart() {
     let dir = TestDir::new("daemon-restart");
-    let links: Vec<(&str, std::path::PathBuf)> = vec![("p1", dir.path().join("tty1")), ("p2", dir.path().join("tty2"))];
+    let links: Vec<(&str, std::path::PathBuf)> = vec![
+        ("p1", dir.path().join("tty1")),
+        ("p2", dir.path().join("tty2")),
+    ];
     let logs = [dir.path().join("p1.log"), dir.path().join("p2.log")];
     let _sims: Vec<Proc> = links
         .iter()
@@ -41,17 +49,38 @@ fn jobs_print_once_and_the_same_state_is_seen_after_a_restart() {
     let daemon_log = dir.path().join("daemon.log");
     let daemon = start_daemon(&config, &daemon_log);
     wait_until("both printers connected", Duration::from_secs(20), || {
-        printer_states(&config).iter().filter(|(_, s)| s == "awaiting_clear").count() == 2
+        printer_states(&config)
+            .iter()
+            .filter(|(_, s)| s == "awaiting_clear")
+            .count()
+            == 2
     });
     // New printers start with the plate not confirmed clear: nothing prints.
     let mut expected = Vec::new();
     for (n, printer) in ["p1", "p2", "p1", "p2"].iter().enumerate() {
         let file = dir.path().join(format!("job{n}.gcode"));
         expected.push((printer.to_string(), write_job(&file, 10 + n as u32, 400)));
-        let out = cli(&["job", "add", file.to_str().unwrap(), "--printer", printer, "--id", &format!("job-{n}"), "--config", cfg(&config)]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = cli(&[
+            "job",
+            "add",
+            file.to_str().unwrap(),
+            "--printer",
+            printer,
+            "--id",
+            &format!("job-{n}"),
+            "--config",
+            cfg(&config),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    assert!(job_states(&config).iter().all(|(_, s)| s == "ready"), "nothing may start before a plate is clear");
+    assert!(
+        job_states(&config).iter().all(|(_, s)| s == "ready"),
+        "nothing may start before a plate is clear"
+    );
     wait_until("all four jobs completed", Duration::from_secs(60), || {
         clear_waiting_plates(&config);
         let states = job_states(&config);
@@ -66,7 +95,9 @@ fn jobs_print_once_and_the_same_state_is_seen_after_a_restart() {
             }
         }
         // Logs are flushed when the simulator is idle; wait for all of it.
-        wait_until("simulator logs flushed", Duration::from_secs(10), || executed_moves(log).len() >= want.len());
+        wait_until("simulator logs flushed", Duration::from_secs(10), || {
+            executed_moves(log).len() >= want.len()
+        });
         assert_eq!(executed_moves(log), want, "printer {i}");
     }
     let before = job_states(&config);
@@ -75,12 +106,17 @@ fn jobs_print_once_and_the_same_state_is_seen_after_a_restart() {
     assert_eq!(before, after_stop);
     let daemon = start_daemon(&config, &daemon_log);
     wait_until("daemon answers again", Duration::from_secs(20), || {
-        cli(&["status", "--config", cfg(&config)]).stdout.ends_with(b"daemon: running\n")
+        cli(&["status", "--config", cfg(&config)])
+            .stdout
+            .ends_with(b"daemon: running\n")
     });
     assert_eq!(job_states(&config), before, "same jobs after a restart");
     let show = cli(&["job", "show", "job-0", "--config", cfg(&config)]);
     let text = String::from_utf8_lossy(&show.stdout);
-    assert!(text.contains("ready -> printing") && text.contains("printing -> completed"), "{text}");
+    assert!(
+        text.contains("ready -> printing") && text.contains("printing -> completed"),
+        "{text}"
+    );
     daemon.stop();
 }
 

@@ -10,7 +10,16 @@ use std::process::{Command, Output};
 
 fn send(port: &Path, file: &Path) -> Output {
     Command::new(BIN)
-        .args(["send", "--json", "--baud", "250000", "--boot-timeout-ms", "2000", "--ack-timeout-ms", "300"])
+        .args([
+            "send",
+            "--json",
+            "--baud",
+            "250000",
+            "--boot-timeout-ms",
+            "2000",
+            "--ack-timeout-ms",
+            "300",
+        ])
         .arg("--port")
         .arg(port)
         .arg(file)
@@ -21,16 +30,40 @@ fn send(port: &Path, file: &Path) -> Output {
 #[test]
 fn noisy_link_twenty_thousand_lines_arrive_exactly_once_in_order() {
     let dir = TestDir::new("e2e-noisy");
-    let (link, job, log) = (dir.path().join("tty"), dir.path().join("job.gcode"), dir.path().join("received.log"));
+    let (link, job, log) = (
+        dir.path().join("tty"),
+        dir.path().join("job.gcode"),
+        dir.path().join("received.log"),
+    );
     let moves = write_job(&job, 1, 20_000);
-    let sim = start_sim(&link, &["--corrupt", "0.02", "--drop-ok", "0.005", "--seed", "7", "--received", log.to_str().unwrap()]);
+    let sim = start_sim(
+        &link,
+        &[
+            "--corrupt",
+            "0.02",
+            "--drop-ok",
+            "0.005",
+            "--seed",
+            "7",
+            "--received",
+            log.to_str().unwrap(),
+        ],
+    );
     let out = send(&link, &job);
     sim.stop();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "send failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "send failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     let executed = executed_moves(&log);
-    assert_eq!(executed.len(), moves.len(), "every move executed exactly once");
+    assert_eq!(
+        executed.len(),
+        moves.len(),
+        "every move executed exactly once"
+    );
     for (i, (got, want)) in executed.iter().zip(&moves).enumerate() {
         assert_eq!(got, want, "move {i} out of order or altered");
     }
@@ -43,18 +76,32 @@ fn noisy_link_twenty_thousand_lines_arrive_exactly_once_in_order() {
 #[test]
 fn printer_reset_mid_stream_fails_the_send_and_stops_streaming() {
     let dir = TestDir::new("e2e-reset");
-    let (link, job, log) = (dir.path().join("tty"), dir.path().join("job.gcode"), dir.path().join("received.log"));
+    let (link, job, log) = (
+        dir.path().join("tty"),
+        dir.path().join("job.gcode"),
+        dir.path().join("received.log"),
+    );
     let moves = write_job(&job, 2, 3_000);
-    let sim = start_sim(&link, &["--reset-after", "500", "--received", log.to_str().unwrap()]);
+    let sim = start_sim(
+        &link,
+        &["--reset-after", "500", "--received", log.to_str().unwrap()],
+    );
     let out = send(&link, &job);
     sim.stop();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "send should fail: {stdout}");
     let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     let error = summary["error"].as_str().unwrap_or_default();
-    assert!(error.contains("reset"), "clear message expected, got {error:?}");
+    assert!(
+        error.contains("reset"),
+        "clear message expected, got {error:?}"
+    );
     let executed = executed_moves(&log);
-    assert!(!executed.is_empty() && executed.len() < 500, "{} moves before the reset", executed.len());
+    assert!(
+        !executed.is_empty() && executed.len() < 500,
+        "{} moves before the reset",
+        executed.len()
+    );
     // What ran is an exact prefix of the file: nothing after the reset.
     assert_eq!(executed[..], moves[..executed.len()]);
 }
@@ -76,7 +123,10 @@ fn send_reports_missing_port_and_bad_file_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.gcode:2: command is"), "{err}");
 
-    let out = send(&dir.path().join("no-such-tty"), &dir.path().join("missing.gcode"));
+    let out = send(
+        &dir.path().join("no-such-tty"),
+        &dir.path().join("missing.gcode"),
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read G-code file"));
 }

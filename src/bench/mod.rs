@@ -43,7 +43,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown cpu".into());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     format!("{cpu}, {cores} cores")
@@ -51,11 +55,20 @@ fn machine() -> String {
 
 /// CPU time (user + system) of the calling thread, from /proc (10 ms ticks).
 pub fn thread_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else {
+        return 0.0;
+    };
     // Fields after the command name (which is in parentheses and may contain spaces).
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of stat; 12 and 13 after the ')'.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -65,8 +78,12 @@ pub struct TempDir(PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> std::io::Result<TempDir> {
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let path = std::env::temp_dir().join(format!("printgate-{tag}-{}-{stamp}", std::process::id()));
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path =
+            std::env::temp_dir().join(format!("printgate-{tag}-{}-{stamp}", std::process::id()));
         std::fs::create_dir_all(&path)?;
         Ok(TempDir(path))
     }
@@ -88,7 +105,13 @@ pub fn sample_job(dir: &Path, name: &str, moves: usize) -> std::io::Result<PathB
     let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
     writeln!(f, "; printgate sample job\nG21\nG90\nM82\nG28\nG92 E0")?;
     for i in 0..moves {
-        writeln!(f, "G1 X{:.3} Y{:.3} E{:.5}", 20.0 + (i % 160) as f64 * 0.75, 20.0 + (i * 7 % 160) as f64 * 0.75, i as f64 * 0.0331)?;
+        writeln!(
+            f,
+            "G1 X{:.3} Y{:.3} E{:.5}",
+            20.0 + (i % 160) as f64 * 0.75,
+            20.0 + (i * 7 % 160) as f64 * 0.75,
+            i as f64 * 0.0331
+        )?;
     }
     writeln!(f, "M104 S0\nM140 S0\nM84")?;
     f.flush()?;

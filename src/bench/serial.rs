@@ -56,13 +56,31 @@ fn avg_framed(file: &Path) -> anyhow::Result<f64> {
     Ok(bytes as f64 / n.max(1) as f64)
 }
 
-fn one_run(dir: &Path, file: &Path, baud: u32, ping_pong: bool, tag: &str) -> anyhow::Result<(u64, f64, f64)> {
+fn one_run(
+    dir: &Path,
+    file: &Path,
+    baud: u32,
+    ping_pong: bool,
+    tag: &str,
+) -> anyhow::Result<(u64, f64, f64)> {
     let link: PathBuf = dir.join(format!("tty-{tag}"));
-    let sim = sim::spawn(&link, SimConfig { baud, ..SimConfig::default() })?;
+    let sim = sim::spawn(
+        &link,
+        SimConfig {
+            baud,
+            ..SimConfig::default()
+        },
+    )?;
     let summary = job_file::scan(file)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let cpu0 = thread_cpu_seconds();
-    let result = runtime.block_on(send_file(args(&link, file, baud, ping_pong).settings(), file, summary));
+    let result = runtime.block_on(send_file(
+        args(&link, file, baud, ping_pong).settings(),
+        file,
+        summary,
+    ));
     let cpu = thread_cpu_seconds() - cpu0;
     sim.stop();
     if let Some(e) = result.error {
@@ -77,7 +95,8 @@ pub fn run(dir: &Path, quick: bool) -> anyhow::Result<SerialReport> {
     let mut paced = Vec::new();
     for baud in [115_200u32, 250_000] {
         for (mode, ping_pong) in [("windowed", false), ("ping-pong", true)] {
-            let (lines, seconds, _) = one_run(dir, &paced_file, baud, ping_pong, &format!("{baud}-{mode}"))?;
+            let (lines, seconds, _) =
+                one_run(dir, &paced_file, baud, ping_pong, &format!("{baud}-{mode}"))?;
             let lps = lines as f64 / seconds.max(1e-9);
             let limit = f64::from(baud) / 10.0 / avg;
             paced.push(PacedRun {
@@ -104,11 +123,19 @@ pub fn run(dir: &Path, quick: bool) -> anyhow::Result<SerialReport> {
 
 pub fn print_table(r: &SerialReport) {
     println!("\nserial throughput (stock Marlin buffers: 128-byte RX, 4 slots; {:.1} bytes per framed line)", r.avg_framed_bytes);
-    println!("{:>8} {:<10} {:>8} {:>10} {:>12} {:>8}", "baud", "mode", "lines", "lines/s", "wire lines/s", "% wire");
+    println!(
+        "{:>8} {:<10} {:>8} {:>10} {:>12} {:>8}",
+        "baud", "mode", "lines", "lines/s", "wire lines/s", "% wire"
+    );
     for p in &r.paced {
         println!(
             "{:>8} {:<10} {:>8} {:>10.0} {:>12.0} {:>7.1}%",
-            p.baud, p.mode, p.lines, p.lines_per_second, p.wire_limit_lines_per_second, p.percent_of_wire
+            p.baud,
+            p.mode,
+            p.lines,
+            p.lines_per_second,
+            p.wire_limit_lines_per_second,
+            p.percent_of_wire
         );
     }
     println!(
