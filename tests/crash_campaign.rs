@@ -4,6 +4,7 @@
 //! is `interrupted` with its printer waiting for a clear plate, and outbox
 //! sequence numbers continuous. `PRINTGATE_CRASH_KILLS=200` runs the long
 //! version (`.ci/crash.sh`); `cargo test` runs a short one.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod e2e_support;
 

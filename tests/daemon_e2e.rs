@@ -1,5 +1,6 @@
 //! The daemon as an operator runs it: real binary, real SQLite file,
 //! simulated printers on pseudo-terminals, the CLI from another "shell".
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod e2e_support;
 

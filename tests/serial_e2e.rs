@@ -1,6 +1,7 @@
 //! End to end over real pseudo-terminals with the real binary: `printgate
 //! sim` (the independent oracle) in one process, `printgate send` in another.
 //! Exactly-once is checked against the simulator's log of executed commands.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod e2e_support;
 
