@@ -45,7 +45,7 @@ fn crash_child() {
 fn accepted_job_survives_kill_9() {
     let dir = TestDir::new("crash");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--ignored", "--nocapture"])
+        .args(["crash_child", "--exact", "--nocapture"])
         .env(DIR_VAR, dir.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
