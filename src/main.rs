@@ -20,8 +20,9 @@ fn main() -> ExitCode {
 
 /// Under systemd (JOURNAL_STREAM set) journald adds timestamps, so we don't.
 fn init_logging() {
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    let mut builder = env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,rumqttd=off,tracing=off"),
+    );
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.format_timestamp(None);
     }

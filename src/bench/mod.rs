@@ -2,6 +2,9 @@
 //! Every run is against the in-process simulator on real pseudo-terminals;
 //! nothing here asserts a speed: the numbers go to the README.
 
+mod farm;
+#[cfg(feature = "embedded-broker")]
+mod mqtt;
 mod serial;
 
 use serde::Serialize;
@@ -22,21 +25,57 @@ pub struct BenchArgs {
 pub struct Report {
     pub machine: String,
     pub serial: serial::SerialReport,
+    pub farm: Vec<farm::FarmRun>,
+    #[cfg(feature = "embedded-broker")]
+    pub mqtt: mqtt::MqttReport,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let dir = TempDir::new("bench")?;
+    let window = std::time::Duration::from_secs(if args.quick { 3 } else { 10 });
+    let sizes: &[usize] = if args.quick { &[2] } else { &[8, 16] };
     let report = Report {
         machine: machine(),
         serial: serial::run(dir.path(), args.quick)?,
+        farm: sizes
+            .iter()
+            .map(|n| farm::run(dir.path(), *n, window))
+            .collect::<anyhow::Result<_>>()?,
+        #[cfg(feature = "embedded-broker")]
+        mqtt: mqtt::run(dir.path(), if args.quick { 1000 } else { 10_000 })?,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("machine: {}", report.machine);
         serial::print_table(&report.serial);
+        print_farm(&report.farm);
+        #[cfg(feature = "embedded-broker")]
+        println!(
+            "\nmqtt: {} events into the outbox at {:.0}/s (fsynced); backlog drained to the broker in {:.2} s ({:.0} events/s, each PUBACKed)",
+            report.mqtt.backlog, report.mqtt.enqueue_per_second, report.mqtt.drain_seconds, report.mqtt.delivered_per_second
+        );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_farm(runs: &[farm::FarmRun]) {
+    println!("\ndaemon with N printers streaming at 250000 baud (separate simulator processes)");
+    println!(
+        "{:>8} {:>13} {:>8} {:>10} {:>10} {:>22}",
+        "printers", "cold start ms", "CPU %", "RSS KiB", "peak KiB", "store bytes/printer-h"
+    );
+    for r in runs {
+        println!(
+            "{:>8} {:>13.0} {:>8.1} {:>10} {:>10} {:>22.0}",
+            r.printers,
+            r.cold_start_ms,
+            r.cpu_percent,
+            r.rss_kib,
+            r.peak_rss_kib,
+            r.store_bytes_per_printer_hour
+        );
+    }
 }
 
 /// CPU model and core count, for the README's "measured on".

@@ -130,4 +130,3 @@ fn reader_without_database_says_so() {
         "reader must not create it"
     );
 }
-
