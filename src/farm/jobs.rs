@@ -18,7 +18,9 @@ impl Farm {
                     return;
                 };
                 slot.connected = true;
-                let to = if slot.state == PrinterState::AwaitingClear || !slot.plate_clear {
+                // After an error nobody knows what is on the plate: ask.
+                let unsure = matches!(slot.state, PrinterState::AwaitingClear | PrinterState::Error);
+                let to = if unsure || !slot.plate_clear {
                     PrinterState::AwaitingClear
                 } else {
                     PrinterState::Idle
