@@ -187,6 +187,11 @@ if cat "$ctl"/postrm "$ctl"/prerm 2>/dev/null | grep -v '^[[:space:]]*#' | grep 
   fail "a maintainer script deletes /var/lib/printgate"
 fi
 rm -rf "$ctl"
+# Informational: lintian is not installed by this script. Expected findings:
+# no-changelog and no-manual-page (statically-linked-binary is overridden).
+if command -v lintian >/dev/null 2>&1; then
+  lintian "$deb" 2>&1 | grep -v 'root privileges' || true
+fi
 step_done
 
 echo "deploy: timings"
