@@ -162,37 +162,50 @@ rm -rf "$unit_dir"
 step_done
 
 # --- Debian package ----------------------------------------------------------------
+check_deb() { # <triple> <expected dpkg architecture>
+  local t=$1 arch=$2 deb_out deb contents ctl
+  # The binary is already stripped by the release profile (strip = true).
+  deb_out=$(cargo deb --target "$t" --no-build --no-strip 2>&1) ||
+    { echo "$deb_out" >&2; fail "cargo deb --target $t failed"; }
+  deb=$(echo "$deb_out" | grep '\.deb$' | tail -n 1)
+  [ -f "$deb" ] || { echo "$deb_out" >&2; fail "cargo deb did not report a .deb file"; }
+  echo "package: $deb ($(stat -c %s "$deb") bytes)"
+  dpkg-deb --info "$deb"
+  contents=$(dpkg-deb --contents "$deb")
+  echo "$contents"
+  for f in ./usr/bin/printgate ./etc/printgate/printgate.toml; do
+    echo "$contents" | grep -q " $f\$" || fail "$deb lacks $f"
+  done
+  # cargo-deb 3 installs units under /usr/lib (merged /usr); older ones under /lib.
+  echo "$contents" | grep -Eq ' \.(/usr)?/lib/systemd/system/printgate\.service$' ||
+    fail "$deb lacks the systemd unit printgate.service"
+  dpkg-deb --field "$deb" Architecture | grep -qx "$arch" || fail "$deb is not Architecture: $arch"
+  ctl=$(mktemp -d)
+  dpkg-deb --control "$deb" "$ctl"
+  grep -qx /etc/printgate/printgate.toml "$ctl/conffiles" || fail "the config is not a conffile"
+  grep -q useradd "$ctl/postinst" || fail "postinst does not create the printgate user"
+  if cat "$ctl"/postrm "$ctl"/prerm 2>/dev/null | grep -v '^[[:space:]]*#' | grep -q 'rm .*/var/lib/printgate'; then
+    fail "a maintainer script deletes /var/lib/printgate"
+  fi
+  rm -rf "$ctl"
+  # Informational: lintian is not installed by this script. Expected findings:
+  # no-changelog and no-manual-page (statically-linked-binary is overridden).
+  if command -v lintian >/dev/null 2>&1; then
+    lintian "$deb" 2>&1 | grep -v 'root privileges' || true
+  fi
+}
+
 step "deb $triple"
-# The binary is already stripped by the release profile (strip = true).
-deb_out=$(cargo deb --target "$triple" --no-build --no-strip 2>&1) ||
-  { echo "$deb_out" >&2; fail "cargo deb failed"; }
-deb=$(echo "$deb_out" | grep '\.deb$' | tail -n 1)
-[ -f "$deb" ] || { echo "$deb_out" >&2; fail "cargo deb did not report a .deb file"; }
-echo "package: $deb ($(stat -c %s "$deb") bytes)"
-dpkg-deb --info "$deb"
-contents=$(dpkg-deb --contents "$deb")
-echo "$contents"
-for f in ./usr/bin/printgate ./etc/printgate/printgate.toml; do
-  echo "$contents" | grep -q " $f\$" || fail "$deb lacks $f"
-done
-# cargo-deb 3 installs units under /usr/lib (merged /usr); older ones under /lib.
-echo "$contents" | grep -Eq ' \.(/usr)?/lib/systemd/system/printgate\.service$' ||
-  fail "$deb lacks the systemd unit printgate.service"
-dpkg-deb --field "$deb" Architecture | grep -qx arm64 || fail "$deb is not Architecture: arm64"
-ctl=$(mktemp -d)
-dpkg-deb --control "$deb" "$ctl"
-grep -qx /etc/printgate/printgate.toml "$ctl/conffiles" || fail "the config is not a conffile"
-grep -q useradd "$ctl/postinst" || fail "postinst does not create the printgate user"
-if cat "$ctl"/postrm "$ctl"/prerm 2>/dev/null | grep -v '^[[:space:]]*#' | grep -q 'rm .*/var/lib/printgate'; then
-  fail "a maintainer script deletes /var/lib/printgate"
-fi
-rm -rf "$ctl"
-# Informational: lintian is not installed by this script. Expected findings:
-# no-changelog and no-manual-page (statically-linked-binary is overridden).
-if command -v lintian >/dev/null 2>&1; then
-  lintian "$deb" 2>&1 | grep -v 'root privileges' || true
-fi
+check_deb "$triple" arm64
 step_done
+
+if [ "${PRINTGATE_CI_ARM32:-0}" = 1 ]; then
+  # One armhf package for every 32-bit Pi: the ARMv6 build also runs on
+  # ARMv7/v8 cores, while an armv7 build dies with SIGILL on a Pi Zero/1.
+  step "deb arm-unknown-linux-musleabihf"
+  check_deb arm-unknown-linux-musleabihf armhf
+  step_done
+fi
 
 echo "deploy: timings"
 printf '  %s\n' "${timings[@]}"
