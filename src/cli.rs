@@ -17,6 +17,53 @@ pub struct Cli {
 pub enum Command {
     /// Print the version and exit (same as --version).
     Version,
+    /// Stream one G-code file to one printer (no database, no broker).
+    Send(crate::printer::send::SendArgs),
+    /// Run the gateway daemon (foreground; SIGTERM or Ctrl-C stops it in order).
+    Run(crate::daemon::RunArgs),
+    /// Printers: state, plate, job, progress.
+    Status(crate::ctl::Target),
+    /// Recent jobs, newest first.
+    Jobs {
+        #[command(flatten)]
+        target: crate::ctl::Target,
+        /// One JSON array of job objects.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show, add or cancel one job.
+    Job {
+        #[command(flatten)]
+        target: crate::ctl::Target,
+        #[command(subcommand)]
+        cmd: crate::ctl::JobCommand,
+    },
+    /// Confirm a printer's plate is clear (what the robot's "pick completed" does).
+    Clear {
+        printer: String,
+        #[command(flatten)]
+        target: crate::ctl::Target,
+    },
+    /// Pause the job on a printer.
+    Pause {
+        printer: String,
+        #[command(flatten)]
+        target: crate::ctl::Target,
+    },
+    /// Resume the job on a printer.
+    Resume {
+        printer: String,
+        #[command(flatten)]
+        target: crate::ctl::Target,
+    },
+    /// Check a config file: prints a summary and exits 0, or prints every
+    /// problem as FILE:LINE: key: message and exits 1.
+    CheckConfig {
+        /// The config file, e.g. /etc/printgate/printgate.toml.
+        file: std::path::PathBuf,
+    },
 }
 
 /// Runs the parsed command. Errors are reported by `main`.
@@ -26,5 +73,41 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             println!("printgate {}", env!("CARGO_PKG_VERSION"));
             Ok(std::process::ExitCode::SUCCESS)
         }
+        Command::Send(args) => crate::printer::send::run(args),
+        Command::Run(args) => crate::daemon::run(args),
+        Command::Status(target) => crate::ctl::status(&target),
+        Command::Jobs {
+            target,
+            json,
+            limit,
+        } => crate::ctl::jobs(&target, json, limit),
+        Command::Job { target, cmd } => crate::ctl::job(&target, cmd),
+        Command::Clear { printer, target } => crate::ctl::send(
+            &target.data_dir()?,
+            &crate::control::Request::Clear { printer },
+            None,
+        ),
+        Command::Pause { printer, target } => crate::ctl::send(
+            &target.data_dir()?,
+            &crate::control::Request::Pause { printer },
+            None,
+        ),
+        Command::Resume { printer, target } => crate::ctl::send(
+            &target.data_dir()?,
+            &crate::control::Request::Resume { printer },
+            None,
+        ),
+        Command::CheckConfig { file } => match crate::config::check(&file) {
+            Ok(config) => {
+                println!("{}", config.summary());
+                Ok(std::process::ExitCode::SUCCESS)
+            }
+            Err(errors) => {
+                for err in errors {
+                    eprintln!("{err}");
+                }
+                Ok(std::process::ExitCode::from(1))
+            }
+        },
     }
 }

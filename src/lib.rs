@@ -15,6 +15,18 @@
 //! `main.rs` is a thin clap front end over [`cli`].
 
 pub mod backoff;
+#[cfg(feature = "embedded-broker")]
+pub mod broker;
 pub mod cli;
+pub mod config;
+pub mod control;
+pub mod ctl;
+pub mod daemon;
+pub mod farm;
+pub mod lifecycle;
+pub mod mqtt;
 pub mod notify;
+pub mod printer;
 pub mod protocol;
+pub mod source;
+pub mod store;

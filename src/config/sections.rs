@@ -1,0 +1,253 @@
+//! The typed sections of the config file and their defaults. The serial
+//! keys are listed once (in `serial_settings!`) and expand into the resolved
+//! settings, the `[serial]` section and the `[[printer]]` section.
+//!
+//! Pure data; validation is in `validate.rs`, parsing in `mod.rs`.
+
+use super::ConfigError;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// Defines the serial settings once: the resolved struct with defaults, the
+/// all-optional `[serial]` section, and the `[[printer]]` section that may
+/// override any of them. One list, so a new key cannot be forgotten in one
+/// of the three places.
+macro_rules! serial_settings {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty = $default:expr,)*) => {
+        /// Serial settings for one printer: `[serial]` defaults with the
+        /// printer's own overrides applied.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct SerialSettings { $($(#[$doc])* pub $name: $ty,)* }
+
+        impl Default for SerialSettings {
+            fn default() -> Self { SerialSettings { $($name: $default,)* } }
+        }
+
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(super) struct SerialSection { $(#[serde(default)] $name: Option<$ty>,)* }
+
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(super) struct PrinterSection {
+            pub(super) id: String,
+            pub(super) port: String,
+            #[serde(default)]
+            pub(super) filament: Option<String>,
+            $(#[serde(default)] pub(super) $name: Option<$ty>,)*
+        }
+
+        impl SerialSettings {
+            pub(super) fn with_section(mut self, s: &SerialSection) -> Self {
+                $(if let Some(v) = &s.$name { self.$name = v.clone(); })*
+                self
+            }
+            pub(super) fn with_printer(mut self, p: &PrinterSection) -> Self {
+                $(if let Some(v) = &p.$name { self.$name = v.clone(); })*
+                self
+            }
+        }
+
+        impl PrinterSection {
+            /// Whether this printer sets `key` itself (for error locations).
+            pub(super) fn overrides(&self, key: &str) -> bool {
+                $(if key == stringify!($name) { return self.$name.is_some(); })*
+                false
+            }
+        }
+    };
+}
+
+serial_settings! {
+    /// Line speed; Marlin's default is 250000.
+    baud: u32 = 250_000,
+    /// The printer's serial RX buffer in bytes (stock Marlin: 128).
+    rx_buffer: u32 = 128,
+    /// Unacknowledged lines allowed in flight (Marlin's BUFSIZE).
+    max_lines_in_flight: u32 = 4,
+    /// Wait for each `ok` before sending the next line.
+    ping_pong: bool = false,
+    /// How long to wait for `start` after opening the port.
+    boot_timeout_ms: u64 = 3000,
+    /// No `ok` for this long: assume it was lost and recover.
+    ack_timeout_ms: u64 = 10_000,
+    /// Time-out for slow commands (G28, G29, M109, M190, M400, ...).
+    long_command_timeout_s: u64 = 1200,
+    /// Cap of the back-off between attempts to reopen an unplugged port.
+    reopen_max_s: u64 = 30,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Goes into MQTT topics: `[A-Za-z0-9_-]+`.
+    pub id: String,
+    /// Holds `printgate.db` and the `spool/` folder.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/printgate")
+}
+
+/// One printer, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrinterConfig {
+    pub id: String,
+    pub port: String,
+    /// Loaded filament; assignments for another type are rejected.
+    pub filament: Option<String>,
+    pub serial: SerialSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    /// Empty in the file means `printgate-<gateway id>`; always set after parsing.
+    pub client_id: String,
+    pub username: Option<String>,
+    /// At most one of `password`, `password_file`, `password_env`.
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    /// Enables TLS with this CA bundle (PEM).
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub keep_alive_s: u64,
+    pub topic_prefix: String,
+    pub progress_interval_s: u64,
+    /// Idle printers are re-announced this often (the farm's job_handler
+    /// discovers printers within a 30 s window).
+    pub idle_announce_s: u64,
+    pub homeassistant: bool,
+    pub discovery_prefix: String,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: String::new(),
+            username: None,
+            password: None,
+            password_file: None,
+            password_env: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            keep_alive_s: 30,
+            topic_prefix: "device/".into(),
+            progress_interval_s: 10,
+            idle_announce_s: 10,
+            homeassistant: true,
+            discovery_prefix: "homeassistant".into(),
+        }
+    }
+}
+
+impl MqttConfig {
+    /// Resolves the password from whichever source is configured. Called when
+    /// connecting (not at parse time) so a rotated password file is re-read.
+    pub fn password(&self) -> Result<Option<String>, ConfigError> {
+        let invalid = |key: &str, msg: String| ConfigError::Invalid {
+            path: PathBuf::new(),
+            line: None,
+            key: format!("mqtt.{key}"),
+            msg,
+        };
+        if let Some(p) = &self.password {
+            return Ok(Some(p.clone()));
+        }
+        if let Some(file) = &self.password_file {
+            let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            // Files written with `echo` end in a newline that is not part of it.
+            return Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()));
+        }
+        if let Some(var) = &self.password_env {
+            return match std::env::var(var) {
+                Ok(v) => Ok(Some(v)),
+                Err(e) => Err(invalid(
+                    "password_env",
+                    format!("environment variable {var}: {e}"),
+                )),
+            };
+        }
+        Ok(None)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueManagerConfig {
+    /// Base URL, `http://` or `https://`.
+    pub url: String,
+    pub poll_interval_s: u64,
+    /// Bearer token; or `username` + `password` for basic auth.
+    pub token: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    /// Hosts an absolute `modelUrl` may point at (besides the base URL's).
+    pub allowed_hosts: Vec<String>,
+    pub max_model_bytes: u64,
+    pub connect_timeout_s: u64,
+    pub read_timeout_s: u64,
+    pub max_retries: u32,
+}
+
+impl Default for QueueManagerConfig {
+    fn default() -> Self {
+        QueueManagerConfig {
+            url: "http://127.0.0.1:8080".into(),
+            poll_interval_s: 5,
+            token: None,
+            username: None,
+            password: None,
+            ca_file: None,
+            allowed_hosts: Vec::new(),
+            max_model_bytes: 256 * 1024 * 1024,
+            connect_timeout_s: 10,
+            read_timeout_s: 30,
+            max_retries: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// A job times out after its estimated time × this factor.
+    pub timeout_factor: f64,
+    /// Hard cap for jobs without (or with absurd) estimates.
+    pub max_job_hours: u64,
+    /// Finished jobs are kept this long, then purged.
+    pub retention_hours: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            timeout_factor: 3.0,
+            max_job_hours: 72,
+            retention_hours: 168,
+        }
+    }
+}
+
+/// An MQTT topic that runs a G-code macro on an idle printer.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerConfig {
+    pub topic: String,
+    pub printer: String,
+    /// Lines separated by `\n`.
+    pub gcode: String,
+}

@@ -1,0 +1,140 @@
+//! The local control path: a Unix socket in the data folder through which
+//! the CLI asks the running daemon to change things (add, cancel, clear,
+//! pause, resume). One JSON line per request and per answer; `add_job` is
+//! followed by the file's bytes, so the daemon never needs to read the
+//! operator's files (systemd gives it a private /tmp and no /home).
+//!
+//! Reading commands (`status`, `jobs`) never come here: they read SQLite.
+
+mod server;
+
+pub use server::serve;
+
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The socket's name inside the data folder.
+pub const SOCKET: &str = "printgate.sock";
+/// Largest file `job add` accepts over the socket.
+pub const MAX_UPLOAD: u64 = 1 << 30;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// `size` bytes of G-code follow the request line.
+    AddJob {
+        printer: String,
+        priority: i64,
+        id: Option<String>,
+        size: u64,
+    },
+    CancelJob {
+        job: String,
+    },
+    Clear {
+        printer: String,
+    },
+    Pause {
+        printer: String,
+    },
+    Resume {
+        printer: String,
+    },
+    EmergencyStop {
+        printer: String,
+    },
+    Ping,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+}
+
+impl Response {
+    pub fn ok(message: impl Into<String>) -> Self {
+        Response {
+            ok: true,
+            message: message.into(),
+            job_id: None,
+        }
+    }
+    pub fn err(message: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            message: message.into(),
+            job_id: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no printgate daemon is running for {dir} (no control socket at {socket}); start it with `printgate run`")]
+    NotRunning { dir: PathBuf, socket: PathBuf },
+    #[error("control socket {socket}: {source}")]
+    Io {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the daemon sent an answer that is not JSON: {0}")]
+    BadAnswer(String),
+}
+
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SOCKET)
+}
+
+/// Sends one request (and, for `AddJob`, the file) to the daemon and waits
+/// for its answer. Blocking: this is for the CLI.
+pub fn request(
+    data_dir: &Path,
+    req: &Request,
+    file: Option<&Path>,
+) -> Result<Response, ControlError> {
+    let socket = socket_path(data_dir);
+    let io = |source| ControlError::Io {
+        socket: socket.clone(),
+        source,
+    };
+    let mut stream = UnixStream::connect(&socket).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            ControlError::NotRunning {
+                dir: data_dir.to_path_buf(),
+                socket: socket.clone(),
+            }
+        }
+        _ => io(e),
+    })?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(io)?;
+    let mut line = serde_json::to_vec(req).map_err(|e| ControlError::BadAnswer(e.to_string()))?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io)?;
+    if let Some(path) = file {
+        let mut f = std::fs::File::open(path).map_err(|source| ControlError::File {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        std::io::copy(&mut f, &mut stream).map_err(io)?;
+    }
+    stream.flush().map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
+    serde_json::from_str(answer.trim())
+        .map_err(|_| ControlError::BadAnswer(answer.trim().chars().take(200).collect()))
+}

@@ -1,0 +1,168 @@
+//! Operator commands against a gateway: reading ones open SQLite read-only
+//! (they work whether or not the daemon runs); changing ones go to the
+//! running daemon over the control socket and say so when none is running.
+
+use crate::control::{self, Request};
+use crate::store::{Job, StoreReader};
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Which gateway: its config file, or its data folder directly.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// The daemon's configuration file (its data_dir is used).
+    #[arg(long, global = true, default_value = "/etc/printgate/printgate.toml")]
+    pub config: PathBuf,
+    /// The data folder, instead of reading it from the config.
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Target {
+    pub fn data_dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(dir) = &self.data_dir {
+            return Ok(dir.clone());
+        }
+        let config = crate::config::load(&self.config)?;
+        Ok(config.gateway.data_dir)
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum JobCommand {
+    /// Show one job and its history.
+    Show { id: String },
+    /// Cancel a job (heaters off if it is printing).
+    Cancel { id: String },
+    /// Submit a local G-code file to a printer's queue.
+    Add {
+        file: PathBuf,
+        #[arg(long)]
+        printer: String,
+        /// Higher runs first.
+        #[arg(long, default_value_t = 0)]
+        priority: i64,
+        /// Job id (default: local-<time>-<n>).
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+pub fn status(target: &Target) -> anyhow::Result<ExitCode> {
+    let dir = target.data_dir()?;
+    let reader = StoreReader::open(&dir)?;
+    let printers = reader.list_printers()?;
+    let jobs = reader.list_jobs(500)?;
+    println!(
+        "{:<14} {:<15} {:<6} {:<24} {:>6}",
+        "PRINTER", "STATE", "PLATE", "JOB", "DONE"
+    );
+    for p in &printers {
+        let job = p
+            .current_job
+            .as_deref()
+            .and_then(|id| jobs.iter().find(|j| j.id == id));
+        println!(
+            "{:<14} {:<15} {:<6} {:<24} {:>5.1}%",
+            p.id,
+            p.state.as_str(),
+            if p.plate_clear { "clear" } else { "-" },
+            p.current_job.as_deref().unwrap_or("-"),
+            job.map_or(0.0, |j| j.progress)
+        );
+    }
+    let running = control::request(&dir, &Request::Ping, None).is_ok();
+    println!(
+        "daemon: {}",
+        if running { "running" } else { "not running" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn jobs(target: &Target, json: bool, limit: usize) -> anyhow::Result<ExitCode> {
+    let reader = StoreReader::open(&target.data_dir()?)?;
+    let jobs = reader.list_jobs(limit)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<26} {:<12} {:<12} {:>4} {:>6}  REASON",
+        "JOB", "PRINTER", "STATE", "PRIO", "DONE"
+    );
+    for j in &jobs {
+        print_job_line(j);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_job_line(j: &Job) {
+    println!(
+        "{:<26} {:<12} {:<12} {:>4} {:>5.1}%  {}",
+        j.id,
+        j.printer_id.as_deref().unwrap_or("-"),
+        j.state.as_str(),
+        j.priority,
+        j.progress,
+        j.reason.as_deref().unwrap_or("")
+    );
+}
+
+pub fn job(target: &Target, cmd: JobCommand) -> anyhow::Result<ExitCode> {
+    let dir = target.data_dir()?;
+    match cmd {
+        JobCommand::Show { id } => {
+            let reader = StoreReader::open(&dir)?;
+            let Some(job) = reader.get_job(&id)? else {
+                eprintln!("printgate: no job {id}");
+                return Ok(ExitCode::from(1));
+            };
+            println!("{}", serde_json::to_string_pretty(&job)?);
+            for e in reader.job_history(&id)? {
+                let from = e.from_state.map_or("(new)", |s| s.as_str());
+                println!(
+                    "  {} {} -> {} {}",
+                    e.at,
+                    from,
+                    e.to_state.as_str(),
+                    e.reason.unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobCommand::Cancel { id } => send(&dir, &Request::CancelJob { job: id }, None),
+        JobCommand::Add {
+            file,
+            printer,
+            priority,
+            id,
+        } => {
+            let size = std::fs::metadata(&file)
+                .with_context(|| format!("cannot read G-code file {}", file.display()))?
+                .len();
+            send(
+                &dir,
+                &Request::AddJob {
+                    printer,
+                    priority,
+                    id,
+                    size,
+                },
+                Some(&file),
+            )
+        }
+    }
+}
+
+/// Sends a changing request; prints the daemon's answer.
+pub fn send(dir: &Path, req: &Request, file: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let answer = control::request(dir, req, file)?;
+    if answer.ok {
+        println!("{}", answer.message);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("printgate: {}", answer.message);
+        Ok(ExitCode::from(1))
+    }
+}

@@ -1,0 +1,321 @@
+//! Validation of everything printgate hears over MQTT: topic, size, UTF-8,
+//! JSON, field types, known printers, non-empty ids, valid commands.
+//!
+//! Owns the rules and the error messages (`<topic>: <problem>`). Never
+//! panics on input, never acts on a message and never touches the network:
+//! it turns bytes into an [`Inbound`] or an [`InboundError`] the daemon can
+//! log and answer with an event.
+
+use super::payload::{Assignment, Command, CommandMsg, RobotProgress};
+use super::topics::{InTopic, Topics};
+use serde_json::{Map, Value};
+
+/// Larger payloads are rejected before any parsing.
+pub const MAX_INBOUND_BYTES: usize = 64 * 1024;
+/// Longest accepted job id; ids end up in topics and file names.
+const MAX_ID_LEN: usize = 128;
+/// Longest accepted model URL.
+const MAX_URL_LEN: usize = 2048;
+
+/// A validated incoming message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    Assignment {
+        printer: String,
+        assignment: Assignment,
+    },
+    RobotProgress {
+        robot: String,
+        progress: RobotProgress,
+    },
+    Command {
+        printer: String,
+        command: CommandMsg,
+    },
+    /// Home Assistant (re)started (`online`) or stopped (`offline`).
+    HomeAssistantStatus { online: bool },
+    /// A configured trigger topic; the payload is passed through unparsed.
+    Trigger { index: usize, payload: Vec<u8> },
+}
+
+/// Why an incoming message was rejected; displays as `<topic>: <problem>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{topic}: {kind}")]
+pub struct InboundError {
+    pub topic: String,
+    pub kind: InboundErrorKind,
+}
+
+/// The problem with an incoming message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InboundErrorKind {
+    #[error("not a topic printgate listens to")]
+    UnknownTopic,
+    #[error("payload too large: {size} bytes, limit {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("payload is not valid utf-8")]
+    NotUtf8,
+    #[error("invalid json: {0}")]
+    InvalidJson(String),
+    #[error("expected a json object, got {got}")]
+    NotAnObject { got: &'static str },
+    #[error("missing field \"{field}\"")]
+    MissingField { field: &'static str },
+    #[error("field \"{field}\": expected {expected}, got {got}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+        got: &'static str,
+    },
+    #[error("field \"{field}\": must not be empty")]
+    EmptyField { field: &'static str },
+    #[error("field \"{field}\": {problem}")]
+    InvalidValue {
+        field: &'static str,
+        problem: String,
+    },
+    /// Also normal farm traffic: robots report on printers of other gateways.
+    #[error("unknown printer \"{printer}\"")]
+    UnknownPrinter { printer: String },
+    #[error("invalid command \"{command}\": expected pause, resume, cancel, clear_plate or emergency_stop")]
+    InvalidCommand { command: String },
+}
+
+/// Validates one incoming message. `known_printers` are this gateway's
+/// printer ids; a printer outside it is [`InboundErrorKind::UnknownPrinter`].
+pub fn parse_inbound(
+    topics: &Topics,
+    topic: &str,
+    payload: &[u8],
+    known_printers: &[String],
+) -> Result<Inbound, InboundError> {
+    parse(topics, topic, payload, known_printers).map_err(|kind| InboundError {
+        topic: topic.to_owned(),
+        kind,
+    })
+}
+
+type Kind = InboundErrorKind;
+
+fn parse(topics: &Topics, topic: &str, payload: &[u8], known: &[String]) -> Result<Inbound, Kind> {
+    let what = topics.classify(topic).ok_or(Kind::UnknownTopic)?;
+    if payload.len() > MAX_INBOUND_BYTES {
+        return Err(Kind::TooLarge {
+            size: payload.len(),
+            max: MAX_INBOUND_BYTES,
+        });
+    }
+    let known_printer = |printer: &str| -> Result<(), Kind> {
+        if known.iter().any(|p| p == printer) {
+            Ok(())
+        } else {
+            Err(Kind::UnknownPrinter {
+                printer: printer.to_owned(),
+            })
+        }
+    };
+    match what {
+        InTopic::Trigger { index } => Ok(Inbound::Trigger {
+            index,
+            payload: payload.to_vec(),
+        }),
+        InTopic::HomeAssistantStatus => match text(payload)?.trim() {
+            "online" => Ok(Inbound::HomeAssistantStatus { online: true }),
+            "offline" => Ok(Inbound::HomeAssistantStatus { online: false }),
+            other => Err(Kind::InvalidValue {
+                field: "status",
+                problem: format!("expected online or offline, got {:?}", clip(other)),
+            }),
+        },
+        InTopic::Assignment { printer } => {
+            known_printer(&printer)?;
+            let obj = object(payload)?;
+            let f = Fields(&obj);
+            let assignment = Assignment {
+                job_id: id(&f, "jobId")?,
+                model_url: non_empty(&f, "modelUrl", MAX_URL_LEN)?,
+                filament_type: non_empty(&f, "filamentType", MAX_ID_LEN)?,
+                estimated_time: f.opt_u64("estimatedTime")?,
+                priority: f.opt_i64("priority")?,
+                assigned_at: f.opt_str("assignedAt")?.map(str::to_owned),
+                parameters: f.opt_object("parameters")?,
+            };
+            Ok(Inbound::Assignment {
+                printer,
+                assignment,
+            })
+        }
+        InTopic::Command { printer } => {
+            known_printer(&printer)?;
+            let obj = object(payload)?;
+            let f = Fields(&obj);
+            let name = f.req_str("command")?;
+            let command = Command::from_name(name).ok_or_else(|| Kind::InvalidCommand {
+                command: clip(name),
+            })?;
+            let job_id = match f.opt_str("jobId")? {
+                Some(_) => Some(id(&f, "jobId")?),
+                None => None,
+            };
+            Ok(Inbound::Command {
+                printer,
+                command: CommandMsg { command, job_id },
+            })
+        }
+        InTopic::RobotProgress { robot } => {
+            let obj = object(payload)?;
+            let f = Fields(&obj);
+            let robot_id = non_empty(&f, "robotId", MAX_ID_LEN)?;
+            if robot_id != robot {
+                return Err(Kind::InvalidValue {
+                    field: "robotId",
+                    problem: format!(
+                        "{:?} does not match the topic's robot {:?}",
+                        clip(&robot_id),
+                        robot
+                    ),
+                });
+            }
+            let printer_id = non_empty(&f, "printerId", MAX_ID_LEN)?;
+            known_printer(&printer_id)?;
+            let progress = RobotProgress {
+                robot_id,
+                printer_id,
+                action: non_empty(&f, "action", MAX_ID_LEN)?,
+                status: non_empty(&f, "status", MAX_ID_LEN)?,
+                timestamp: f.req_str("timestamp")?.to_owned(),
+            };
+            Ok(Inbound::RobotProgress { robot, progress })
+        }
+    }
+}
+
+fn text(payload: &[u8]) -> Result<&str, Kind> {
+    std::str::from_utf8(payload).map_err(|_| Kind::NotUtf8)
+}
+
+fn object(payload: &[u8]) -> Result<Map<String, Value>, Kind> {
+    // serde_json limits nesting depth (128), so deep input cannot overflow the stack.
+    let value: Value =
+        serde_json::from_str(text(payload)?).map_err(|e| Kind::InvalidJson(e.to_string()))?;
+    match value {
+        Value::Object(map) => Ok(map),
+        other => Err(Kind::NotAnObject {
+            got: type_name(&other),
+        }),
+    }
+}
+
+/// A string field that must be present and non-empty, at most `max` chars.
+fn non_empty(f: &Fields, field: &'static str, max: usize) -> Result<String, Kind> {
+    let s = f.req_str(field)?;
+    if s.trim().is_empty() {
+        return Err(Kind::EmptyField { field });
+    }
+    if s.chars().count() > max {
+        return Err(Kind::InvalidValue {
+            field,
+            problem: format!("longer than {max} characters"),
+        });
+    }
+    Ok(s.to_owned())
+}
+
+/// A job id: non-empty, short, and safe inside a topic level and a file name.
+fn id(f: &Fields, field: &'static str) -> Result<String, Kind> {
+    let s = non_empty(f, field, MAX_ID_LEN)?;
+    if let Some(c) = s
+        .chars()
+        .find(|c| matches!(c, '/' | '+' | '#') || c.is_control())
+    {
+        return Err(Kind::InvalidValue {
+            field,
+            problem: format!("character {c:?} is not allowed in an id"),
+        });
+    }
+    Ok(s)
+}
+
+/// Typed access to a JSON object's fields. `null` counts as absent for
+/// optional fields and as a wrong type for required ones.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn req_str(&self, field: &'static str) -> Result<&str, Kind> {
+        match self.0.get(field) {
+            None => Err(Kind::MissingField { field }),
+            Some(Value::String(s)) => Ok(s),
+            Some(other) => Err(wrong(field, "a string", other)),
+        }
+    }
+
+    fn opt(&self, field: &'static str) -> Option<&Value> {
+        self.0.get(field).filter(|v| !v.is_null())
+    }
+
+    fn opt_str(&self, field: &'static str) -> Result<Option<&str>, Kind> {
+        match self.opt(field) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(wrong(field, "a string", other)),
+        }
+    }
+
+    fn opt_u64(&self, field: &'static str) -> Result<Option<u64>, Kind> {
+        match self.opt(field) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| Kind::InvalidValue {
+                field,
+                problem: format!("expected a non-negative integer, got {n}"),
+            }),
+            Some(other) => Err(wrong(field, "a number", other)),
+        }
+    }
+
+    fn opt_i64(&self, field: &'static str) -> Result<Option<i64>, Kind> {
+        match self.opt(field) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| Kind::InvalidValue {
+                field,
+                problem: format!("expected an integer, got {n}"),
+            }),
+            Some(other) => Err(wrong(field, "a number", other)),
+        }
+    }
+
+    fn opt_object(&self, field: &'static str) -> Result<Option<Value>, Kind> {
+        match self.opt(field) {
+            None => Ok(None),
+            Some(v @ Value::Object(_)) => Ok(Some(v.clone())),
+            Some(other) => Err(wrong(field, "an object", other)),
+        }
+    }
+}
+
+fn wrong(field: &'static str, expected: &'static str, got: &Value) -> Kind {
+    Kind::WrongType {
+        field,
+        expected,
+        got: type_name(got),
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Untrusted text quoted in an error message, cut to a readable length.
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+#[cfg(test)]
+#[path = "inbound_tests.rs"]
+mod tests;

@@ -1,0 +1,280 @@
+//! The broker link: one tokio task that keeps a connection to the broker,
+//! publishes outbox messages in `seq` order with QoS 1, reports each as
+//! delivered only after the broker's PUBACK, and hands inbound messages to
+//! the daemon with a token that sends their PUBACK when the daemon says so.
+//!
+//! Owns the connection, its back-off and the set of sent-but-unacked
+//! messages (`window`). Never touches SQLite: the store stays the source of
+//! truth, the link only says which `seq` the broker has.
+//!
+//! Each connection gets a fresh rumqttc client and event loop, polled by its
+//! own small task that is never cancelled and never blocked by us. When it
+//! fails, both are dropped, with everything rumqttc still had queued; the
+//! link republishes its unacked messages, in order, on the next connection
+//! (rumqttc would drop them on a new session anyway: crate-pitfalls §1).
+//! Sessions are persistent (`clean_session=false`), so the broker keeps our
+//! subscriptions and redelivers inbound messages we never acked.
+//!
+//! For the daemon:
+//! - feed `outbox` from the store in `seq` order (the link keeps arrival
+//!   order); delete a row on [`LinkEvent::Delivered`], mark it dead on
+//!   [`LinkEvent::Rejected`]; after a restart, feed the remaining rows again
+//!   (the broker may then see a message twice, never lose one);
+//! - on [`LinkEvent::Inbound`], validate with `inbound::parse_inbound`, store,
+//!   then [`AckToken::ack`]; a rejected message should be acked too (after
+//!   its event is stored), or the broker redelivers it at every reconnect;
+//! - on [`LinkEvent::Connected`], (re)publish discovery configs if wanted;
+//! - events are buffered inside the link, so a slow reader never stalls the
+//!   MQTT connection, and the link never waits on `outbox` to send events.
+
+mod conn;
+mod reason;
+mod task;
+mod window;
+
+use super::topics::Topics;
+use rumqttc::{AsyncClient, Publish};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Largest MQTT packet the link sends; larger outbox messages are rejected.
+pub const MAX_PACKET: usize = 256 * 1024;
+/// Largest packet the link accepts. Larger than the 64 KiB inbound payload
+/// limit on purpose: a message up to this size reaches the daemon, is
+/// rejected by `parse_inbound` and acked. A bigger one kills the connection
+/// before it can be acked, so the broker redelivers it at every reconnect.
+pub const MAX_INCOMING_PACKET: usize = 1024 * 1024;
+/// Outbox messages taken but not yet acked, at most.
+pub const WINDOW: usize = 64;
+/// How long shutdown waits for the broker to ack the offline status.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct TlsSettings {
+    pub ca_pem: Vec<u8>,
+    /// Client certificate chain and private key, both PEM, for mutual TLS.
+    pub client_auth: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+#[derive(Clone)]
+pub struct LinkSettings {
+    pub host: String,
+    pub port: u16,
+    /// Also the broker's session key; empty means `printgate-<gateway id>`.
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub tls: Option<TlsSettings>,
+    /// At least 1 s (rumqttc refuses less), or zero for none.
+    pub keep_alive: Duration,
+    pub topics: Topics,
+    pub printers: Vec<String>,
+    pub extra_subscriptions: Vec<String>,
+    /// Retained on the gateway status topic at every connect.
+    pub birth: Vec<u8>,
+    /// Retained Last Will, and published on clean shutdown.
+    pub will: Vec<u8>,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+/// Never prints the private key.
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("ca_pem", &format_args!("{} bytes", self.ca_pem.len()))
+            .field("client_auth", &self.client_auth.is_some())
+            .finish()
+    }
+}
+
+/// Never prints the password.
+impl std::fmt::Debug for LinkSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("tls", &self.tls)
+            .field("keep_alive", &self.keep_alive)
+            .field("topics", &self.topics)
+            .field("printers", &self.printers)
+            .field("extra_subscriptions", &self.extra_subscriptions)
+            .field("backoff", &(self.backoff_initial, self.backoff_max))
+            .finish_non_exhaustive()
+    }
+}
+
+impl LinkSettings {
+    /// Settings with the daemon's defaults: plain TCP, no credentials,
+    /// keep-alive 30 s, back-off 1 s doubling to 60 s, client id
+    /// `printgate-<gateway id>`; birth and will must still be filled in.
+    pub fn new(host: &str, port: u16, topics: Topics, printers: Vec<String>) -> Self {
+        LinkSettings {
+            host: host.to_owned(),
+            port,
+            client_id: String::new(),
+            username: None,
+            password: None,
+            tls: None,
+            keep_alive: Duration::from_secs(30),
+            topics,
+            printers,
+            extra_subscriptions: Vec::new(),
+            birth: Vec::new(),
+            will: Vec::new(),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One outbox row to publish (QoS 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    pub seq: u64,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// Connected, and subscribed: inbound messages can arrive from now on.
+    Connected,
+    /// The connection failed or was lost; reported once per failure streak.
+    Disconnected {
+        reason: String,
+    },
+    /// The broker acked this outbox message: its row may be deleted.
+    Delivered {
+        seq: u64,
+    },
+    /// This outbox message can never be sent (too large, invalid topic). It
+    /// was skipped; the daemon should mark the row dead rather than resend it.
+    Rejected {
+        seq: u64,
+        reason: String,
+    },
+    Inbound(InboundMessage),
+}
+
+#[derive(Debug)]
+pub struct InboundMessage {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub ack: AckToken,
+}
+
+/// Sends the PUBACK for one inbound message, when the daemon has stored it.
+/// Dropping it unacked makes the broker redeliver after the next reconnect.
+/// An ack after the connection was lost is dropped (the redelivered copy
+/// carries its own token).
+pub struct AckToken(pub(crate) Option<(AsyncClient, Publish)>);
+
+impl AckToken {
+    pub fn ack(self) {
+        if let Some((client, publish)) = self.0 {
+            if let Err(err) = client.try_ack(&publish) {
+                log::debug!("mqtt: ack for {} not sent: {err}", publish.topic);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for AckToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pkid = self.0.as_ref().map(|(_, p)| p.pkid);
+        f.debug_tuple("AckToken").field(&pkid).finish()
+    }
+}
+
+pub(crate) enum Control {
+    Volatile {
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    },
+    Status {
+        birth: Vec<u8>,
+        will: Vec<u8>,
+    },
+}
+
+pub struct LinkHandle {
+    control: mpsc::UnboundedSender<Control>,
+    task: JoinHandle<()>,
+}
+
+impl LinkHandle {
+    /// QoS 0, never queued: dropped when offline (heartbeats, idle progress).
+    pub fn publish_volatile(&self, topic: String, payload: Vec<u8>, retain: bool) {
+        let _ = self.control.send(Control::Volatile {
+            topic,
+            payload,
+            retain,
+        });
+    }
+
+    /// Replaces the birth and Last Will payloads (e.g. a fresh timestamp or
+    /// printer list). The birth is used from the next connect; the broker
+    /// holds the will given at connect time, so a new will applies from the
+    /// next connect too, and at shutdown at once.
+    pub fn set_status(&self, birth: Vec<u8>, will: Vec<u8>) {
+        let _ = self.control.send(Control::Status { birth, will });
+    }
+
+    /// Waits for the link to finish after shutdown was signalled.
+    pub async fn join(self) {
+        if let Err(err) = self.task.await {
+            log::error!("mqtt link task failed: {err}");
+        }
+    }
+}
+
+/// Starts the link task. It runs until `shutdown` turns true (or its sender
+/// is dropped): then it publishes `will` as the retained status, disconnects
+/// and ends.
+pub fn spawn(
+    settings: LinkSettings,
+    outbox: mpsc::Receiver<OutboxMessage>,
+    events: mpsc::Sender<LinkEvent>,
+    shutdown: watch::Receiver<bool>,
+) -> LinkHandle {
+    let (control, control_rx) = mpsc::unbounded_channel();
+    let link = task::Link::new(settings, outbox, events, shutdown, control_rx);
+    LinkHandle {
+        control,
+        task: tokio::spawn(link.run()),
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_debug_hides_secrets() {
+        let mut s = LinkSettings::new("broker", 8883, Topics::new("gw"), vec![]);
+        s.password = Some("hunter2".into());
+        s.tls = Some(TlsSettings {
+            ca_pem: b"CA".to_vec(),
+            client_auth: Some((b"CERT".to_vec(), b"PRIVATE KEY".to_vec())),
+        });
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("PRIVATE"),
+            "{shown}"
+        );
+        assert!(shown.contains("broker") && shown.contains("***"), "{shown}");
+    }
+}

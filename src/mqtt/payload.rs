@@ -1,0 +1,327 @@
+//! The JSON payloads of the farm's topics, field for field as the farm's
+//! job_handler writes them (camelCase), and an RFC 3339 UTC formatter.
+//!
+//! Owns the wire shapes only. Never validates untrusted input (that is
+//! `inbound`'s job: these types are what a validated payload becomes) and
+//! never reads the clock itself: callers pass the `SystemTime`.
+
+use serde::{Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A job pushed to a printer on `<prefix>printer/<id>/assignement`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Assignment {
+    pub job_id: String,
+    pub model_url: String,
+    pub filament_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_time: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<serde_json::Value>,
+}
+
+/// A printer's state, as the job_handler reads it from `progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrinterStatus {
+    Idle,
+    Printing,
+    Paused,
+    AwaitingClear,
+    Error,
+    Offline,
+}
+
+/// `<prefix>printer/<id>/progress`. `jobId` is always present (null when
+/// idle); printgate's extra fields are left out when unknown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    pub printer_id: String,
+    #[serde(default)]
+    pub job_id: Option<String>,
+    pub status: PrinterStatus,
+    /// 0–100.
+    pub progress: u8,
+    pub timestamp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nozzle_temp: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bed_temp: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<u64>,
+}
+
+/// `<prefix>robot/<robot>/progress`: a robot's report about a printer's plate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RobotProgress {
+    pub robot_id: String,
+    pub printer_id: String,
+    pub action: String,
+    pub status: String,
+    pub timestamp: String,
+}
+
+impl RobotProgress {
+    /// True when the robot reports the plate as cleared (`completed`).
+    pub fn is_completed(&self) -> bool {
+        self.status == "completed"
+    }
+}
+
+/// The operator commands accepted on `<prefix>printer/<id>/command`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    Pause,
+    Resume,
+    Cancel,
+    ClearPlate,
+    EmergencyStop,
+}
+
+impl Command {
+    /// All commands with their wire names, for parsing and error messages.
+    pub const ALL: [(&'static str, Command); 5] = [
+        ("pause", Command::Pause),
+        ("resume", Command::Resume),
+        ("cancel", Command::Cancel),
+        ("clear_plate", Command::ClearPlate),
+        ("emergency_stop", Command::EmergencyStop),
+    ];
+
+    /// The command for a wire name, if it is one.
+    pub fn from_name(name: &str) -> Option<Command> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
+    }
+}
+
+/// `<prefix>printer/<id>/command`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandMsg {
+    pub command: Command,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+}
+
+/// `<prefix>printer/<id>/event`: every state change, error and rejected input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub seq: u64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub printer_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub timestamp: String,
+}
+
+/// Whether the gateway is connected (birth) or gone (Last Will, shutdown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Availability {
+    Online,
+    Offline,
+}
+
+/// `<prefix>gateway/<gw>/status` (retained).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayStatus {
+    pub status: Availability,
+    pub version: String,
+    pub printers: Vec<String>,
+    pub timestamp: String,
+}
+
+impl GatewayStatus {
+    /// The JSON bytes, ready to publish (birth or will).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serialising a struct of strings cannot fail; fall back to an
+        // empty object rather than panic if serde ever says otherwise.
+        serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec())
+    }
+}
+
+/// `time` as RFC 3339 UTC with second precision: `2025-06-15T08:30:00Z`.
+/// Times before 1970 are written as the epoch.
+pub fn rfc3339(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+/// Howard Hinnant's `civil_from_days`, on unsigned days (we never go before
+/// 1970): shift to eras of 400 years starting 0000-03-01.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468; // days from 0000-03-01 to 1970-01-01
+    let era = z / 146_097;
+    let doe = z % 146_097; // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(secs: u64) -> String {
+        rfc3339(UNIX_EPOCH + Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn rfc3339_known_instants() {
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(1_749_976_200), "2025-06-15T08:30:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(951_868_800), "2000-03-01T00:00:00Z");
+        assert_eq!(at(1_709_251_199), "2024-02-29T23:59:59Z");
+        assert_eq!(at(4_107_542_400), "2100-03-01T00:00:00Z");
+        assert_eq!(at(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn civil_from_days_walks_every_day_in_order() {
+        // 1970..2400 day by day: the date always advances by exactly one day.
+        let mut prev = civil_from_days(0);
+        assert_eq!(prev, (1970, 1, 1));
+        for days in 1..157_000 {
+            let cur = civil_from_days(days);
+            let (py, pm, pd) = prev;
+            let next_day = cur == (py, pm, pd + 1);
+            let next_month = cur == (py, pm + 1, 1) && pm < 12;
+            let next_year = cur == (py + 1, 1, 1) && (pm, pd) == (12, 31);
+            assert!(next_day || next_month || next_year, "{prev:?} -> {cur:?}");
+            if next_month {
+                let leap = (py % 4 == 0 && py % 100 != 0) || py % 400 == 0;
+                let len = [
+                    31,
+                    if leap { 29 } else { 28 },
+                    31,
+                    30,
+                    31,
+                    30,
+                    31,
+                    31,
+                    30,
+                    31,
+                    30,
+                    31,
+                ];
+                assert_eq!(pd, len[(pm - 1) as usize], "{py}-{pm} has {pd} days");
+            }
+            prev = cur;
+        }
+    }
+
+    #[test]
+    fn assignment_round_trips_the_seed_example() {
+        let seed = r#"{"jobId":"job-123","modelUrl":"models/model-456.gcode","filamentType":"PLA",
+            "estimatedTime":3600,"priority":10,"assignedAt":"2025-06-15T08:30:00Z",
+            "parameters":{"layerHeight":0.2,"infill":20,"nozzleTemp":210,"bedTemp":60}}"#;
+        let a: Assignment = serde_json::from_str(seed).unwrap();
+        assert_eq!(a.job_id, "job-123");
+        assert_eq!(a.estimated_time, Some(3600));
+        let back: serde_json::Value = serde_json::to_value(&a).unwrap();
+        let orig: serde_json::Value = serde_json::from_str(seed).unwrap();
+        assert_eq!(back, orig);
+    }
+
+    #[test]
+    fn progress_matches_the_seed_shape() {
+        let p = Progress {
+            printer_id: "printer-1".into(),
+            job_id: None,
+            status: PrinterStatus::AwaitingClear,
+            progress: 100,
+            timestamp: at(1_749_976_320),
+            seq: Some(7),
+            line: None,
+            lines: None,
+            nozzle_temp: Some(209.5),
+            bed_temp: None,
+            eta_seconds: None,
+        };
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"printerId":"printer-1","jobId":null,"status":"awaiting_clear",
+                "progress":100,"timestamp":"2025-06-15T08:32:00Z","seq":7,"nozzleTemp":209.5})
+        );
+    }
+
+    #[test]
+    fn event_command_and_status_field_names() {
+        let e = Event {
+            seq: 3,
+            kind: "rejected".into(),
+            printer_id: "p".into(),
+            job_id: Some("j".into()),
+            message: None,
+            timestamp: at(0),
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], "rejected");
+        assert_eq!(v["printerId"], "p");
+        assert!(v.get("message").is_none());
+        let c: CommandMsg = serde_json::from_str(r#"{"command":"clear_plate"}"#).unwrap();
+        assert_eq!(c.command, Command::ClearPlate);
+        assert_eq!(
+            Command::from_name("emergency_stop"),
+            Some(Command::EmergencyStop)
+        );
+        assert_eq!(Command::from_name("Pause"), None);
+        let s = GatewayStatus {
+            status: Availability::Offline,
+            version: "0.1.0".into(),
+            printers: vec!["a".into()],
+            timestamp: at(0),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&s.to_bytes()).unwrap();
+        assert_eq!(v["status"], "offline");
+        assert_eq!(v["printers"][0], "a");
+    }
+}

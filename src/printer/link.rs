@@ -1,0 +1,114 @@
+//! Drives the sans-IO protocol core over any byte stream (a serial port, a
+//! pseudo-terminal, an in-memory duplex in tests).
+//!
+//! Writes happen outside `select!` (`write_all` is not cancel-safe; `read`
+//! is). Several lines are written with one `write_all`.
+
+use crate::protocol::{self, HostProtocol};
+use std::future::Future;
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Why the link stopped being usable.
+#[derive(Debug)]
+pub enum LinkError {
+    /// Read returned 0 bytes or EIO: the device is gone.
+    Disconnected,
+    Io(std::io::Error),
+}
+
+/// What woke the driver.
+pub enum Wake<C> {
+    Input,
+    Timer,
+    Command(C),
+    /// The command channel closed: the owner is gone.
+    Closed,
+}
+
+pub struct Link<S> {
+    io: S,
+    pub core: HostProtocol,
+    cfg: protocol::Config,
+    rx: Box<[u8]>,
+    tx: Vec<u8>,
+}
+
+/// The protocol's clock: tokio's, so paused-time tests work.
+pub fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
+    pub fn new(io: S, cfg: protocol::Config) -> Self {
+        Link {
+            io,
+            core: HostProtocol::new(cfg.clone(), now()),
+            cfg,
+            rx: vec![0u8; 4096].into_boxed_slice(),
+            tx: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Starts a fresh protocol on the same port (after the firmware halted
+    /// or reset), waiting for its banner again.
+    pub fn restart_core(&mut self) {
+        self.core = HostProtocol::new(self.cfg.clone(), now());
+    }
+
+    /// Writes whatever the core has for the port.
+    pub async fn flush(&mut self) -> Result<(), LinkError> {
+        self.tx.clear();
+        if self.core.poll_transmit(now(), &mut self.tx) {
+            self.io.write_all(&self.tx).await.map_err(io_error)?;
+            self.io.flush().await.map_err(io_error)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes, then waits for input, the core's next deadline, or a command
+    /// from `commands` (a future that yields `None` when its channel closed).
+    pub async fn wait<C, F>(&mut self, commands: F) -> Result<Wake<C>, LinkError>
+    where
+        F: Future<Output = Option<C>>,
+    {
+        self.flush().await?;
+        let deadline = self.core.poll_timeout();
+        tokio::select! {
+            biased;
+            read = self.io.read(&mut self.rx) => {
+                let n = read.map_err(io_error)?;
+                if n == 0 {
+                    return Err(LinkError::Disconnected);
+                }
+                self.core.handle_bytes(now(), self.rx.get(..n).unwrap_or(&[]));
+                Ok(Wake::Input)
+            }
+            _ = sleep_until_opt(deadline) => {
+                self.core.handle_timeout(now());
+                Ok(Wake::Timer)
+            }
+            cmd = commands => Ok(match cmd {
+                Some(c) => Wake::Command(c),
+                None => Wake::Closed,
+            }),
+        }
+    }
+}
+
+/// EIO after the other side of a pseudo-terminal closed, or after a USB
+/// adapter was unplugged, means the device is gone.
+fn io_error(e: std::io::Error) -> LinkError {
+    if e.raw_os_error() == Some(5) || e.kind() == std::io::ErrorKind::BrokenPipe {
+        LinkError::Disconnected
+    } else {
+        LinkError::Io(e)
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

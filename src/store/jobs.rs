@@ -1,0 +1,293 @@
+//! Job rows: accepting, moving through the lifecycle, progress, choosing the
+//! next job, retention and crash recovery.
+//!
+//! Every function runs inside the caller's transaction and writes the
+//! history row and outbox row of a change together with the change itself.
+//! Legality comes from [`crate::lifecycle`]; nothing here decides policy.
+
+use super::outbox::{enqueue, enqueue_opt};
+use super::types::{
+    job_from_row, now_s, sql_u64, AddOutcome, Job, NewJob, OutboxItem, PurgedJob, RecoveredJob,
+    Recovery, JOB_COLUMNS,
+};
+use super::StoreError;
+use crate::lifecycle::{job_transition_allowed, JobState};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::time::Duration;
+
+pub(crate) fn add(
+    tx: &Connection,
+    handed_out: u64,
+    job: &NewJob,
+    event: Option<&OutboxItem>,
+) -> Result<AddOutcome, StoreError> {
+    let exists = tx
+        .query_row("SELECT 1 FROM jobs WHERE id = ?1", [&job.id], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if exists {
+        return Ok(AddOutcome::Duplicate);
+    }
+    if let Some(printer) = &job.printer_id {
+        let known = tx
+            .query_row(
+                "SELECT 1 FROM printers WHERE id = ?1",
+                [printer],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if !known {
+            return Err(StoreError::UnknownPrinter(printer.clone()));
+        }
+    }
+    let params_json = job.params.as_ref().map(|p| p.to_string());
+    let state = if job.gcode_path.is_some() {
+        JobState::Ready
+    } else {
+        JobState::Queued
+    };
+    let now = now_s();
+    tx.execute(
+        "INSERT INTO jobs (id, printer_id, source, model_url, gcode_path, filament, priority,
+             estimated_s, state, created_at, updated_at, params)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
+        params![
+            job.id,
+            job.printer_id,
+            job.source,
+            job.model_url,
+            job.gcode_path,
+            job.filament,
+            job.priority,
+            job.estimated_s,
+            state,
+            now,
+            params_json
+        ],
+    )?;
+    history(tx, &job.id, None, state, Some("accepted"), now)?;
+    let seq = enqueue_opt(tx, handed_out, event)?;
+    Ok(AddOutcome::Inserted { seq })
+}
+
+pub(crate) fn transition(
+    tx: &Connection,
+    handed_out: u64,
+    id: &str,
+    to: JobState,
+    reason: Option<&str>,
+    event: Option<&OutboxItem>,
+) -> Result<Option<u64>, StoreError> {
+    let from: JobState = tx
+        .query_row("SELECT state FROM jobs WHERE id = ?1", [id], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::UnknownJob(id.to_owned()))?;
+    if !job_transition_allowed(from, to) {
+        return Err(StoreError::IllegalTransition {
+            job: id.to_owned(),
+            from,
+            to,
+        });
+    }
+    set_state(tx, id, from, to, reason, now_s())?;
+    enqueue_opt(tx, handed_out, event)
+}
+
+/// Writes a checked move and its history row.
+fn set_state(
+    tx: &Connection,
+    id: &str,
+    from: JobState,
+    to: JobState,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let started = to == JobState::Printing;
+    let finished = to.is_terminal();
+    tx.execute(
+        "UPDATE jobs SET state = ?2, reason = ?3, updated_at = ?4,
+             started_at = CASE WHEN ?5 THEN COALESCE(started_at, ?4) ELSE started_at END,
+             finished_at = CASE WHEN ?6 THEN ?4 ELSE finished_at END
+         WHERE id = ?1",
+        params![id, to, reason, now, started, finished],
+    )?;
+    history(tx, id, Some(from), to, reason, now)
+}
+
+fn history(
+    tx: &Connection,
+    id: &str,
+    from: Option<JobState>,
+    to: JobState,
+    reason: Option<&str>,
+    at: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO job_events (job_id, from_state, to_state, reason, at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, from, to, reason, at],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn progress(
+    tx: &Connection,
+    handed_out: u64,
+    id: &str,
+    lines_done: u64,
+    bytes_done: u64,
+    progress: f64,
+    event: Option<&OutboxItem>,
+) -> Result<Option<u64>, StoreError> {
+    // SQLite stores NaN as NULL, which the NOT NULL column would refuse.
+    let progress = if progress.is_nan() {
+        0.0
+    } else {
+        progress.clamp(0.0, 100.0)
+    };
+    let changed = tx.execute(
+        "UPDATE jobs SET lines_done = ?2, bytes_done = ?3, progress = ?4, updated_at = ?5
+         WHERE id = ?1",
+        params![
+            id,
+            sql_u64(lines_done),
+            sql_u64(bytes_done),
+            progress,
+            now_s()
+        ],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::UnknownJob(id.to_owned()));
+    }
+    enqueue_opt(tx, handed_out, event)
+}
+
+pub(crate) fn set_file(
+    tx: &Connection,
+    id: &str,
+    gcode_path: &str,
+    bytes_total: u64,
+    lines_total: u64,
+) -> Result<(), StoreError> {
+    let changed = tx.execute(
+        "UPDATE jobs SET gcode_path = ?2, bytes_total = ?3, lines_total = ?4, updated_at = ?5
+         WHERE id = ?1",
+        params![
+            id,
+            gcode_path,
+            sql_u64(bytes_total),
+            sql_u64(lines_total),
+            now_s()
+        ],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::UnknownJob(id.to_owned()));
+    }
+    Ok(())
+}
+
+pub(crate) fn next_for(
+    conn: &Connection,
+    printer_id: &str,
+    filament: Option<&str>,
+) -> Result<Option<Job>, StoreError> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs
+         WHERE state IN ('ready', 'queued')
+           AND (printer_id = ?1
+                OR (printer_id IS NULL AND (filament IS NULL OR filament = ?2)))
+         ORDER BY priority DESC, created_at, rowid
+         LIMIT 1"
+    );
+    Ok(conn
+        .query_row(&sql, params![printer_id, filament], job_from_row)
+        .optional()?)
+}
+
+pub(crate) fn purge(tx: &Connection, older_than: Duration) -> Result<Vec<PurgedJob>, StoreError> {
+    let age = i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX);
+    let cutoff = now_s().saturating_sub(age);
+    let mut stmt = tx.prepare(
+        "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ?1
+         AND state IN ('completed', 'failed', 'cancelled', 'interrupted')
+         RETURNING id, gcode_path",
+    )?;
+    let purged = stmt
+        .query_map([cutoff], |r| {
+            Ok(PurgedJob {
+                id: r.get(0)?,
+                gcode_path: r.get(1)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(purged)
+}
+
+pub(crate) fn recover<F>(
+    tx: &Connection,
+    handed_out: u64,
+    mut announce: F,
+) -> Result<Recovery, StoreError>
+where
+    F: FnMut(&RecoveredJob) -> Vec<OutboxItem>,
+{
+    let now = now_s();
+    let mut stmt = tx.prepare(
+        "SELECT id, printer_id, state FROM jobs
+         WHERE state IN ('printing', 'paused', 'downloading') ORDER BY rowid",
+    )?;
+    let found = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, JobState>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut recovery = Recovery::default();
+    for (job_id, printer_id, from) in found {
+        let (to, reason) = if from == JobState::Downloading {
+            (JobState::Queued, "download restarted after gateway restart")
+        } else {
+            (JobState::Interrupted, "gateway restarted during the print")
+        };
+        set_state(tx, &job_id, from, to, Some(reason), now)?;
+        let moved = RecoveredJob {
+            job_id,
+            printer_id,
+            from,
+            to,
+        };
+        for item in announce(&moved) {
+            recovery.seqs.push(enqueue(tx, handed_out, &item)?);
+        }
+        if to == JobState::Interrupted {
+            recovery.interrupted.push(moved);
+        } else {
+            recovery.requeued.push(moved);
+        }
+    }
+    // Printers caught mid-print wait for a clear plate, whatever their job
+    // row says; every other printer is offline until its task reconnects.
+    let mut stmt = tx.prepare(
+        "UPDATE printers SET state = 'awaiting_clear', plate_clear = 0, updated_at = ?2
+         WHERE state IN ('printing', 'paused') OR id = ?1
+         RETURNING id",
+    )?;
+    let mut printers = std::collections::BTreeSet::new();
+    let interrupted_printers = recovery.interrupted.iter().map(|j| j.printer_id.as_deref());
+    for printer in interrupted_printers.chain([None]) {
+        for id in stmt.query_map(params![printer, now], |r| r.get::<_, String>(0))? {
+            printers.insert(id?);
+        }
+    }
+    recovery.awaiting_clear = printers.into_iter().collect();
+    tx.execute(
+        "UPDATE printers SET state = 'offline', updated_at = ?1
+         WHERE state IN ('idle', 'error')",
+        [now],
+    )?;
+    Ok(recovery)
+}
