@@ -91,6 +91,15 @@ if [ "${PRINTGATE_CI_ARM32:-0}" = 1 ]; then
   done
 fi
 
+# --- the shipped default config must be accepted by the shipped binary -------
+if qemu-aarch64-static "$bin" check-config --help >/dev/null 2>&1; then
+  step "default config"
+  out=$(qemu-aarch64-static "$bin" check-config packaging/printgate.toml 2>&1) ||
+    { echo "$out" >&2; fail "packaging/printgate.toml is rejected by check-config"; }
+  echo "check-config: $out"
+  step_done
+fi
+
 # --- a short print under qemu (once `sim` and `send` exist) -------------------
 if qemu-aarch64-static "$bin" sim --help >/dev/null 2>&1 &&
   qemu-aarch64-static "$bin" send --help >/dev/null 2>&1; then
