@@ -97,6 +97,13 @@ if qemu-aarch64-static "$bin" check-config --help >/dev/null 2>&1; then
   out=$(qemu-aarch64-static "$bin" check-config packaging/printgate.toml 2>&1) ||
     { echo "$out" >&2; fail "packaging/printgate.toml is rejected by check-config"; }
   echo "check-config: $out"
+  # Its commented-out examples must be valid too, once uncommented.
+  example=$(mktemp)
+  sed -E 's/^# (\[|id |port |baud |filament |host |url )/\1/' packaging/printgate.toml >"$example"
+  out=$(qemu-aarch64-static "$bin" check-config "$example" 2>&1) ||
+    { echo "$out" >&2; fail "the uncommented examples in packaging/printgate.toml are rejected"; }
+  echo "check-config (examples uncommented): $out"
+  rm -f "$example"
   step_done
 fi
 
