@@ -104,7 +104,7 @@ start=$(date +%s)
 cargo "${args[@]}" "$@" || die "cargo zigbuild for $triple failed (see the errors above)"
 secs=$(($(date +%s) - start))
 
-bin="target/$triple/release/printgate"
+bin="${CARGO_TARGET_DIR:-target}/$triple/release/printgate"
 [ -x "$bin" ] || die "build succeeded but $bin is missing"
 size=$(stat -c %s "$bin")
 echo "built: $bin"
