@@ -207,7 +207,7 @@ check_deb() { # <triple> <expected dpkg architecture>
   dpkg-deb --info "$deb"
   contents=$(dpkg-deb --contents "$deb")
   echo "$contents"
-  for f in ./usr/bin/printgate ./etc/printgate/printgate.toml; do
+  for f in ./usr/bin/printgate ./etc/printgate/printgate.toml ./usr/lib/modules-load.d/printgate.conf; do
     echo "$contents" | grep -q " $f\$" || fail "$deb lacks $f"
   done
   # cargo-deb 3 installs units under /usr/lib (merged /usr); older ones under /lib.
