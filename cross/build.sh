@@ -90,7 +90,7 @@ if [ "$build_std" = 1 ]; then
   # Zig supplies musl's crt objects and libc, so rustc must not add its own
   # self-contained ones (they only ship with the prebuilt std).
   export RUSTC_BOOTSTRAP=1
-  args+=(-Zbuild-std=std,panic_abort)
+  args+=("-Zbuild-std=std,panic_abort")
   flags_var="CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
   export "$flags_var=${!flags_var:-} -C link-self-contained=no"
   if [ -n "${RUSTFLAGS:-}" ]; then
@@ -104,7 +104,7 @@ start=$(date +%s)
 cargo "${args[@]}" "$@" || die "cargo zigbuild for $triple failed (see the errors above)"
 secs=$(($(date +%s) - start))
 
-bin="target/$triple/release/printgate"
+bin="${CARGO_TARGET_DIR:-target}/$triple/release/printgate"
 [ -x "$bin" ] || die "build succeeded but $bin is missing"
 size=$(stat -c %s "$bin")
 echo "built: $bin"
