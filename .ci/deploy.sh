@@ -76,6 +76,10 @@ step "check $triple binary"
 check_binary "$triple" qemu-aarch64-static
 step_done
 
+step "cold start to READY under qemu ($triple)"
+python3 .ci/ready-time.py qemu-aarch64-static "$bin"
+step_done
+
 if [ "${PRINTGATE_CI_ARM32:-0}" = 1 ]; then
   for t in armv7-unknown-linux-musleabihf arm-unknown-linux-musleabihf; do
     step "build $t"
