@@ -37,7 +37,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(run_daemon(config, wiring::shutdown_signal()))?;
+    runtime.block_on(async {
+        let shutdown = wiring::shutdown_signal().context("cannot install signal handlers")?;
+        run_daemon(config, shutdown).await
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
