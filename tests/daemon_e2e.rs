@@ -160,18 +160,31 @@ fn an_unplugged_printer_goes_offline_and_comes_back() {
     let sim = start_sim(&link, &[]);
     let config = gateway_config(dir.path(), &links, None);
     let daemon = start_daemon(&config, &dir.path().join("daemon.log"));
-    let state = |config: &Path| printer_states(config).first().map(|(_, s)| s.clone()).unwrap_or_default();
-    wait_until("printer connected", Duration::from_secs(20), || state(&config) == "awaiting_clear");
+    let state = |config: &Path| {
+        printer_states(config)
+            .first()
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default()
+    };
+    wait_until("printer connected", Duration::from_secs(20), || {
+        state(&config) == "awaiting_clear"
+    });
     let out = cli(&["clear", "p1", "--config", cfg(&config)]);
     assert!(out.status.success());
-    wait_until("printer idle", Duration::from_secs(10), || state(&config) == "idle");
+    wait_until("printer idle", Duration::from_secs(10), || {
+        state(&config) == "idle"
+    });
     // Unplug: the device disappears (the simulator exits and removes its link).
     sim.stop();
-    wait_until("printer offline", Duration::from_secs(20), || state(&config) == "offline");
+    wait_until("printer offline", Duration::from_secs(20), || {
+        state(&config) == "offline"
+    });
     // Plug it back in on the same path: reopened with back-off, and since the
     // plate was clear and nothing printed, it is idle again.
     let _sim = start_sim(&link, &[]);
-    wait_until("printer back", Duration::from_secs(30), || state(&config) == "idle");
+    wait_until("printer back", Duration::from_secs(30), || {
+        state(&config) == "idle"
+    });
     let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap();
     assert!(log.contains("offline"), "the outage is logged");
     daemon.stop();
@@ -181,7 +194,11 @@ fn an_unplugged_printer_goes_offline_and_comes_back() {
 fn unwritable_data_folder_is_one_clear_error() {
     let dir = TestDir::new("daemon-readonly");
     let config = dir.path().join("ro.toml");
-    std::fs::write(&config, "[gateway]\nid = \"gw\"\ndata_dir = \"/proc/printgate-test-data\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[gateway]\nid = \"gw\"\ndata_dir = \"/proc/printgate-test-data\"\n",
+    )
+    .unwrap();
     let out = cli(&["run", "--config", cfg(&config)]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
