@@ -54,28 +54,46 @@ pub fn status(target: &Target) -> anyhow::Result<ExitCode> {
     let reader = StoreReader::open(&dir)?;
     let printers = reader.list_printers()?;
     let jobs = reader.list_jobs(500)?;
+    // Temperatures live only in the running daemon; ask it, if it runs.
+    let live = control::request(&dir, &Request::Status, None)
+        .ok()
+        .and_then(|r| r.printers);
     println!(
-        "{:<14} {:<15} {:<6} {:<24} {:>6}",
-        "PRINTER", "STATE", "PLATE", "JOB", "DONE"
+        "{:<14} {:<15} {:<6} {:<24} {:>6}  {:>15}  {:>13}",
+        "PRINTER", "STATE", "PLATE", "JOB", "DONE", "NOZZLE", "BED"
     );
     for p in &printers {
         let job = p
             .current_job
             .as_deref()
             .and_then(|id| jobs.iter().find(|j| j.id == id));
+        let temps = live.as_ref().and_then(|l| l.iter().find(|l| l.id == p.id));
+        let temp = |t: Option<f32>, target: Option<f32>| match (t, target) {
+            (Some(t), Some(target)) => format!("{t:.1}/{target:.0}°C"),
+            (Some(t), None) => format!("{t:.1}°C"),
+            _ => "-".to_owned(),
+        };
         println!(
-            "{:<14} {:<15} {:<6} {:<24} {:>5.1}%",
+            "{:<14} {:<15} {:<6} {:<24} {:>5.1}%  {:>15}  {:>13}",
             p.id,
             p.state.as_str(),
             if p.plate_clear { "clear" } else { "-" },
             p.current_job.as_deref().unwrap_or("-"),
-            job.map_or(0.0, |j| j.progress)
+            job.map_or(0.0, |j| j.progress),
+            temp(
+                temps.and_then(|t| t.nozzle),
+                temps.and_then(|t| t.nozzle_target)
+            ),
+            temp(temps.and_then(|t| t.bed), temps.and_then(|t| t.bed_target)),
         );
     }
-    let running = control::request(&dir, &Request::Ping, None).is_ok();
     println!(
         "daemon: {}",
-        if running { "running" } else { "not running" }
+        if live.is_some() {
+            "running"
+        } else {
+            "not running"
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

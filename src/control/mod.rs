@@ -46,7 +46,25 @@ pub enum Request {
     EmergencyStop {
         printer: String,
     },
+    /// Live view of every printer, temperatures included.
+    Status,
     Ping,
+}
+
+/// One printer as the running daemon sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LivePrinter {
+    pub id: String,
+    pub state: String,
+    pub plate_clear: bool,
+    pub connected: bool,
+    pub job: Option<String>,
+    pub percent: f64,
+    pub nozzle: Option<f32>,
+    pub nozzle_target: Option<f32>,
+    pub bed: Option<f32>,
+    pub bed_target: Option<f32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +73,8 @@ pub struct Response {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub printers: Option<Vec<LivePrinter>>,
 }
 
 impl Response {
@@ -63,6 +83,7 @@ impl Response {
             ok: true,
             message: message.into(),
             job_id: None,
+            printers: None,
         }
     }
     pub fn err(message: impl Into<String>) -> Self {
@@ -70,6 +91,7 @@ impl Response {
             ok: false,
             message: message.into(),
             job_id: None,
+            printers: None,
         }
     }
 }

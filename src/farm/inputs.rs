@@ -199,6 +199,7 @@ impl Farm {
         };
         let answer = match req {
             Request::Ping => return Response::ok("printgate is running"),
+            Request::Status => return self.live_status(),
             Request::AddJob {
                 printer,
                 priority,
@@ -221,6 +222,29 @@ impl Farm {
         match answer {
             Ok(m) => Response::ok(m),
             Err(m) => Response::err(m),
+        }
+    }
+
+    fn live_status(&self) -> Response {
+        let printers = self
+            .slots
+            .values()
+            .map(|s| crate::control::LivePrinter {
+                id: s.id.clone(),
+                state: s.state.as_str().to_owned(),
+                plate_clear: s.plate_clear,
+                connected: s.connected,
+                job: s.job.clone(),
+                percent: s.percent,
+                nozzle: s.temps.nozzle,
+                nozzle_target: s.temps.nozzle_target,
+                bed: s.temps.bed,
+                bed_target: s.temps.bed_target,
+            })
+            .collect();
+        Response {
+            printers: Some(printers),
+            ..Response::ok("printgate is running")
         }
     }
 
@@ -279,10 +303,10 @@ impl Farm {
         let answer = match self.store.add_job(new, event).await {
             Ok(AddOutcome::Inserted { .. }) => {
                 self.wake_pump();
+                let message = format!("job {id} queued on {printer}");
                 Response {
-                    ok: true,
-                    message: format!("job {id} queued on {printer}"),
                     job_id: Some(id),
+                    ..Response::ok(message)
                 }
             }
             Ok(AddOutcome::Duplicate) => Response::err(format!("job {id} already exists")),
