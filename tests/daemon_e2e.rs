@@ -174,6 +174,10 @@ fn an_unplugged_printer_goes_offline_and_comes_back() {
     wait_until("printer idle", Duration::from_secs(10), || {
         state(&config) == "idle"
     });
+    // Temperatures come live from the running daemon (M155 autoreport).
+    wait_until("temperatures in status", Duration::from_secs(10), || {
+        String::from_utf8_lossy(&cli(&["status", "--config", cfg(&config)]).stdout).contains("°C")
+    });
     // Unplug: the device disappears (the simulator exits and removes its link).
     sim.stop();
     wait_until("printer offline", Duration::from_secs(20), || {
