@@ -125,6 +125,7 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
             last_announce: None,
             pull_in_flight: false,
             next_pull: None,
+            pull_errors: Default::default(),
         });
     }
     drop(report_tx);

@@ -68,6 +68,17 @@ impl Farm {
                 job_id,
                 result,
             } => self.on_downloaded(&printer, &job_id, result).await,
+            FarmInput::DownloadRetry {
+                printer,
+                job_id,
+                reason,
+            } => {
+                let message = format!("{reason}; retrying");
+                let item =
+                    self.msgs
+                        .event(&printer, "download_retry", Some(&job_id), Some(&message));
+                self.enqueue(item).await;
+            }
         }
     }
 

@@ -258,7 +258,7 @@ impl Farm {
         to: JobState,
         reason: Option<&str>,
     ) -> bool {
-        let printer = self.printer_of(job_id).unwrap_or_default();
+        let printer = self.printer_of_job(job_id).await;
         let event = self.msgs.event(
             &printer,
             &format!("job_{}", to.as_str()),
@@ -277,11 +277,22 @@ impl Farm {
         }
     }
 
-    fn printer_of(&self, job_id: &str) -> Option<String> {
-        self.slots
+    /// The printer whose events announce `job_id`: the slot printing or
+    /// downloading it, else the one in the job's row (a job about to start
+    /// or whose download just ended is in neither slot field), else
+    /// `gateway`. Never empty: an empty id would make `printer//event`.
+    async fn printer_of_job(&self, job_id: &str) -> String {
+        let slot = self
+            .slots
             .values()
-            .find(|s| s.job.as_deref() == Some(job_id) || s.reserved.as_deref() == Some(job_id))
-            .map(|s| s.id.clone())
+            .find(|s| s.job.as_deref() == Some(job_id) || s.reserved.as_deref() == Some(job_id));
+        if let Some(slot) = slot {
+            return slot.id.clone();
+        }
+        match self.store.get_job(job_id).await {
+            Ok(Some(job)) => job.printer_id.unwrap_or_else(|| "gateway".into()),
+            _ => "gateway".into(),
+        }
     }
 
     /// Gives every free printer its next job; asks the queue manager for
@@ -434,13 +445,22 @@ impl Farm {
                 0.2,
                 11,
             );
+            // Each retry is announced (an event), then waited for.
+            let wait = |err: &crate::source::SourceError, delay| {
+                let _ = tx.blocking_send(FarmInput::DownloadRetry {
+                    printer: printer.clone(),
+                    job_id: job_id.clone(),
+                    reason: err.to_string(),
+                });
+                std::thread::sleep(delay);
+            };
             let result = crate::source::retry_download(
                 &client,
                 &model_url,
                 &job_id,
                 retries,
                 &mut backoff,
-                std::thread::sleep,
+                wait,
             )
             .map_err(|e| e.to_string());
             let _ = tx.blocking_send(FarmInput::Downloaded {
@@ -518,13 +538,30 @@ impl Farm {
         };
         slot.pull_in_flight = false;
         let job = match result {
-            Ok(Some(job)) => job,
-            Ok(None) => return,
             Err(reason) => {
-                // Back off: the queue manager is down or misbehaving.
-                slot.next_pull = Some(Instant::now() + interval * 4);
-                warn!("queue manager: {reason}");
+                // Back off: the queue manager is down or misbehaving. One
+                // log line and one event per streak, not one per poll.
+                let seed = printer
+                    .bytes()
+                    .fold(7u64, |h, b| h.wrapping_mul(31) ^ u64::from(b));
+                let (delay, report) = slot.pull_errors.failed(interval, &reason, seed);
+                slot.next_pull = Some(Instant::now() + delay);
+                if report {
+                    warn!("printer {printer}: queue manager: {reason}; polling with back-off");
+                    let item = self.msgs.event(printer, "queue_error", None, Some(&reason));
+                    self.enqueue(item).await;
+                }
                 return;
+            }
+            Ok(found) => {
+                let failed = slot.pull_errors.succeeded();
+                if failed > 0 {
+                    info!("printer {printer}: queue manager answering again after {failed} failed polls");
+                }
+                match found {
+                    Some(job) => job,
+                    None => return,
+                }
             }
         };
         let filament = slot.filament.clone();

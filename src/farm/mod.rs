@@ -59,6 +59,12 @@ pub enum FarmInput {
         job_id: String,
         result: Result<Downloaded, String>,
     },
+    /// A model download failed and will be tried again.
+    DownloadRetry {
+        printer: String,
+        job_id: String,
+        reason: String,
+    },
 }
 
 pub use crate::control;
@@ -82,6 +88,36 @@ pub struct Slot {
     pub last_announce: Option<Instant>,
     pub pull_in_flight: bool,
     pub next_pull: Option<Instant>,
+    /// Back-off and log-once state of failing polls.
+    pub pull_errors: PullErrors,
+}
+
+/// Failing polls of one printer: exponential back-off with jitter from the
+/// poll interval up to a minute, and one log line and event per streak.
+#[derive(Debug, Default)]
+pub struct PullErrors {
+    backoff: Option<crate::backoff::Backoff>,
+    streak: crate::backoff::ErrorStreak,
+}
+
+impl PullErrors {
+    /// Records a failed poll: the delay before the next one, and whether
+    /// this failure starts a streak (or changes its message) and is reported.
+    pub fn failed(&mut self, interval: Duration, reason: &str, seed: u64) -> (Duration, bool) {
+        let backoff = self.backoff.get_or_insert_with(|| {
+            let max = Duration::from_secs(60).max(interval);
+            crate::backoff::Backoff::new(interval, max, 0.2, seed)
+        });
+        (backoff.next_delay(), self.streak.failed(reason))
+    }
+
+    /// Records an answer; returns how many polls had failed before it.
+    pub fn succeeded(&mut self) -> u64 {
+        if let Some(b) = &mut self.backoff {
+            b.reset();
+        }
+        self.streak.succeeded()
+    }
 }
 
 pub struct Trigger {
@@ -263,5 +299,33 @@ pub(crate) fn view_of(slot: &Slot) -> ProgressView<'_> {
         lines: slot.lines,
         temps: slot.temps,
         eta_seconds: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PullErrors;
+    use std::time::Duration;
+
+    #[test]
+    fn failing_polls_back_off_from_the_interval_and_report_once_per_streak() {
+        let mut e = PullErrors::default();
+        let interval = Duration::from_secs(2);
+        let (first, report) = e.failed(interval, "http status 500", 1);
+        assert!(report);
+        let (second, again) = e.failed(interval, "http status 500", 1);
+        assert!(!again, "the same error twice is one streak");
+        assert!(first >= interval.mul_f64(0.8) && first <= interval.mul_f64(1.2));
+        assert!(second >= interval.mul_f64(1.6) && second <= interval.mul_f64(2.4));
+        assert!(
+            e.failed(interval, "connection refused", 1).1,
+            "a new error is reported"
+        );
+        assert_eq!(e.succeeded(), 3);
+        let (after, report) = e.failed(interval, "connection refused", 1);
+        assert!(
+            report && after <= interval.mul_f64(1.2),
+            "a new streak starts over"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Retry policy for the job source, blocking and clock-free.
 //!
 //! [`retry_download`] retries a model download on retryable errors only, and
-//! sleeps through a caller-supplied function (tests pass a recorder).
+//! waits through a caller-supplied function (tests pass a recorder).
 //! [`Poller`] does one queue poll per call and says how long to wait before
 //! the next: the plain interval after an answer, exponential back-off with
 //! jitter after an error. Both log one line per error streak (plus one when
@@ -16,15 +16,17 @@ use crate::backoff::{Backoff, ErrorStreak};
 
 /// Downloads `model_url` for `job_id`, retrying up to `max_retries` times
 /// (so at most `max_retries + 1` requests) while the error
-/// [`is_retryable`](SourceError::is_retryable), sleeping `backoff`'s delay
-/// between attempts. A `404`, an unsafe URL or bad content fail at once.
+/// [`is_retryable`](SourceError::is_retryable). Before each retry it calls
+/// `wait(error, delay)` with `backoff`'s delay: the caller announces the
+/// retry if it wants and sleeps (tests record). A `404`, an unsafe URL or
+/// bad content fail at once.
 pub fn retry_download(
     client: &QueueClient,
     model_url: &str,
     job_id: &str,
     max_retries: u32,
     backoff: &mut Backoff,
-    mut sleep: impl FnMut(Duration),
+    mut wait: impl FnMut(&SourceError, Duration),
 ) -> Result<Downloaded, SourceError> {
     let mut streak = ErrorStreak::default();
     let mut retries = 0;
@@ -44,7 +46,7 @@ pub fn retry_download(
                 if streak.failed(&err.to_string()) {
                     warn!("job {job_id}: {err}; retrying (up to {max_retries} times)");
                 }
-                sleep(delay);
+                wait(&err, delay);
             }
             Err(err) => {
                 warn!("job {job_id}: giving up on the model: {err}");

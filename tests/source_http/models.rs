@@ -249,11 +249,15 @@ fn retry_download_survives_two_server_errors() {
         "job-9",
         5,
         &mut backoff(),
-        |d| slept.push(d),
+        |e, d| slept.push((e.to_string(), d)),
     )
     .unwrap();
     assert_eq!(got.bytes, model.len() as u64);
     assert_eq!(slept.len(), 2);
+    assert!(
+        slept.iter().all(|(e, _)| e.ends_with("http status 500")),
+        "{slept:?}"
+    );
     assert_eq!(server.requests().len(), 3);
 }
 
@@ -268,7 +272,7 @@ fn retry_download_gives_up_after_max_retries() {
         "job-9",
         3,
         &mut backoff(),
-        |_| slept += 1,
+        |_, _| slept += 1,
     )
     .unwrap_err();
     assert!(
@@ -291,7 +295,7 @@ fn retry_download_stops_at_once_on_not_found() {
         "job-9",
         5,
         &mut backoff(),
-        |_| slept += 1,
+        |_, _| slept += 1,
     )
     .unwrap_err();
     assert!(

@@ -3,13 +3,18 @@
 //! reply (status, headers, body, then close, cut short or stall) and records
 //! every request it read. One request per connection (`Connection: close`),
 //! so counting recorded requests counts what the client sent.
+//!
+//! [`Server::start_routed`] serves replies chosen by a handler from each
+//! request instead, one thread per connection (a stalled reply does not hold
+//! up the others): `tests/queue_e2e.rs` builds its queue manager on it.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How a reply ends after its headers.
 #[derive(Clone, Copy)]
@@ -62,9 +67,26 @@ impl Reply {
 pub struct Request {
     pub line: String,
     pub headers: Vec<(String, String)>,
+    /// When its head had been read.
+    pub at: Instant,
 }
 
 impl Request {
+    /// The request target without its query: `/models/m.gcode`.
+    pub fn path(&self) -> &str {
+        let target = self.line.split(' ').nth(1).unwrap_or("");
+        target.split('?').next().unwrap_or("")
+    }
+    /// The value of `name` in the query string, undecoded.
+    pub fn query(&self, name: &str) -> Option<&str> {
+        let target = self.line.split(' ').nth(1)?;
+        let (_, query) = target.split_once('?')?;
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -73,12 +95,35 @@ impl Request {
     }
 }
 
-/// Replies are served in order; the last one repeats.
+/// Chooses the reply to each request (routed mode).
+pub type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
+
+/// Held replies (stalls, silence) wait on this until the server drops.
+#[derive(Default)]
+struct Release {
+    done: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Release {
+    /// Waits until released, at most `limit`.
+    fn wait(&self, limit: Duration) {
+        let guard = self.done.lock().unwrap();
+        let _ = self.cond.wait_timeout_while(guard, limit, |done| !*done);
+    }
+    fn release(&self) {
+        *self.done.lock().unwrap() = true;
+        self.cond.notify_all();
+    }
+}
+
+/// Scripted: replies are served in order and the last one repeats.
+/// Routed: a handler picks each reply.
 pub struct Server {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Request>>>,
     stop: Arc<AtomicBool>,
-    release: Option<mpsc::Sender<()>>,
+    release: Arc<Release>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -105,42 +150,60 @@ impl Server {
 
     fn start_with(script: Vec<Reply>, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Server::spawn(listener, move |stream, served, log, release| {
+            let reply = script.get(served).or(script.last()).cloned().unwrap();
+            match &tls {
+                None => exchange(stream, |_| reply, log, release),
+                Some(config) => {
+                    let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                        return;
+                    };
+                    let tls = rustls::StreamOwned::new(conn, stream);
+                    exchange(tls, |_| reply, log, release);
+                }
+            }
+        })
+    }
+
+    /// Plain HTTP on `addr` (`127.0.0.1:0` for any port; a port used before
+    /// restarts a server there), each reply chosen by `handler` and served on
+    /// its own thread.
+    pub fn start_routed(addr: SocketAddr, handler: Handler) -> Server {
+        let listener = TcpListener::bind(addr).unwrap();
+        Server::spawn(listener, move |stream, _, log, release| {
+            let (handler, log, release) = (handler.clone(), log.clone(), release.clone());
+            std::thread::spawn(move || exchange(stream, |r| handler(r), &log, &release));
+        })
+    }
+
+    /// Accepts connections until dropped; `serve` gets each one with the
+    /// count of earlier connections.
+    fn spawn(
+        listener: TcpListener,
+        mut serve: impl FnMut(TcpStream, usize, &Arc<Mutex<Vec<Request>>>, &Arc<Release>)
+            + Send
+            + 'static,
+    ) -> Server {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (release, released) = mpsc::channel::<()>();
-        let (log, stop2) = (requests.clone(), stop.clone());
+        let release = Arc::new(Release::default());
+        let (log, stop2, release2) = (requests.clone(), stop.clone(), release.clone());
         let thread = std::thread::spawn(move || {
-            let mut served = 0usize;
-            for stream in listener.incoming() {
+            for (served, stream) in listener.incoming().enumerate() {
                 if stop2.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let reply = script.get(served).or(script.last()).cloned().unwrap();
-                served += 1;
-                match &tls {
-                    None => exchange(stream, &reply, &log, &released),
-                    Some(config) => {
-                        let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
-                            continue;
-                        };
-                        exchange(
-                            rustls::StreamOwned::new(conn, stream),
-                            &reply,
-                            &log,
-                            &released,
-                        );
-                    }
-                }
+                serve(stream, served, &log, &release2);
             }
         });
         Server {
             addr,
             requests,
             stop,
-            release: Some(release),
+            release,
             thread: Some(thread),
         }
     }
@@ -157,7 +220,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        drop(self.release.take()); // wakes a stalled reply
+        self.release.release(); // wakes stalled replies
         let _ = TcpStream::connect(self.addr); // wakes accept()
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -165,16 +228,16 @@ impl Drop for Server {
     }
 }
 
-/// Reads one request, records it, answers with `reply`.
+/// Reads one request, records it, answers with `reply(request)`.
 fn exchange(
     mut stream: impl Read + Write,
-    reply: &Reply,
+    reply: impl FnOnce(&Request) -> Reply,
     log: &Mutex<Vec<Request>>,
-    released: &mpsc::Receiver<()>,
+    release: &Release,
 ) {
     if let Some(request) = read_request(&mut stream) {
-        log.lock().unwrap().push(request);
-        serve(stream, reply, released);
+        log.lock().unwrap().push(request.clone());
+        serve(stream, &reply(&request), release);
     }
 }
 
@@ -196,12 +259,13 @@ fn read_request(stream: &mut impl Read) -> Option<Request> {
     (!line.is_empty()).then(|| Request {
         line: line.trim_end().to_owned(),
         headers,
+        at: Instant::now(),
     })
 }
 
-fn serve(mut stream: impl Write, reply: &Reply, released: &mpsc::Receiver<()>) {
+fn serve(mut stream: impl Write, reply: &Reply, release: &Release) {
     if let End::Silent = reply.end {
-        let _ = released.recv_timeout(Duration::from_secs(30));
+        release.wait(Duration::from_secs(30));
         return;
     }
     let mut head = format!(
@@ -226,6 +290,6 @@ fn serve(mut stream: impl Write, reply: &Reply, released: &mpsc::Receiver<()>) {
     let _ = stream.flush();
     if let End::StallAfter(_) = reply.end {
         // Until the test drops the server (bounded, in case it never does).
-        let _ = released.recv_timeout(Duration::from_secs(30));
+        release.wait(Duration::from_secs(30));
     }
 }

@@ -179,6 +179,12 @@ impl Observer {
         Observer { client, rx, poller }
     }
 
+    /// The next message seen, however long that takes; `None` once the
+    /// poller has ended. For recorders that live as long as the test.
+    pub async fn recv(&mut self) -> Option<Seen> {
+        self.rx.recv().await
+    }
+
     /// The next message seen, waiting at most DEADLINE.
     pub async fn next(&mut self, what: &str) -> Seen {
         within(what, self.rx.recv())
