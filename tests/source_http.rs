@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use printgate::backoff::Backoff;
-use printgate::source::{Auth, PollOutcome, Poller, QueueClient, QueueSettings, SourceError};
+use printgate::source::{Auth, QueueClient, QueueSettings, SourceError};
 use server::{End, Reply, Server};
 
 // ---------------------------------------------------------------- helpers
@@ -201,35 +201,6 @@ fn bearer_and_basic_credentials_reach_the_queue() {
         reqs[1].header("authorization"),
         Some("Basic ZmFybTpzM2NyZXQ=")
     ); // farm:s3cret
-}
-
-#[test]
-fn poller_backs_off_on_errors_and_keeps_the_interval_otherwise() {
-    let server = Server::start(vec![
-        Reply::new(503, ""),
-        Reply::new(204, ""),
-        Reply::new(200, JOB),
-    ]);
-    let spool = Spool::new("poller");
-    let client = client(&server, &spool);
-    let interval = Duration::from_secs(7);
-    let mut poller = Poller::new(
-        interval,
-        Backoff::new(Duration::from_secs(1), Duration::from_secs(60), 0.0, 3),
-    );
-    match poller.poll_once(&client, "p1") {
-        PollOutcome::Error { err, next_in } => {
-            assert!(err.is_retryable());
-            assert_eq!(next_in, Duration::from_secs(1));
-        }
-        other => panic!("expected an error, got {other:?}"),
-    }
-    assert!(
-        matches!(poller.poll_once(&client, "p1"), PollOutcome::NoJob { next_in } if next_in == interval)
-    );
-    assert!(
-        matches!(poller.poll_once(&client, "p1"), PollOutcome::Job(job) if job.id == "job-123")
-    );
 }
 
 #[test]

@@ -8,6 +8,8 @@
 mod inputs;
 mod jobs;
 pub mod messages;
+mod pull;
+mod reports;
 
 use crate::lifecycle::PrinterState;
 use crate::mqtt::payload::{Assignment, CommandMsg, RobotProgress};

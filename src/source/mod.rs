@@ -10,7 +10,7 @@
 //!   [`QueueClient::resolve_model_url`] vets a `modelUrl`, and
 //!   [`QueueClient::download_model`] streams a model to the spool folder.
 //! - [`gcode_check`]: the content check every model passes before it is kept.
-//! - [`retry`]: [`retry_download`] and the queue [`Poller`].
+//! - [`retry`] has [`retry_download`].
 //!
 //! Nothing the network sends can panic this module: every failure is a
 //! [`SourceError`], and [`SourceError::is_retryable`] tells the caller whether
@@ -32,7 +32,7 @@ pub use download::Downloaded;
 pub use error::SourceError;
 pub use gcode_check::{check_gcode_file, GcodeSummary};
 pub use queue::QueueJob;
-pub use retry::{retry_download, PollOutcome, Poller};
+pub use retry::retry_download;
 
 use model_url::BaseUrl;
 
