@@ -1,6 +1,7 @@
 //! Job and printer lifecycle: what each printer report means, scheduling,
 //! starting a job behind the plate-clear gate, downloads and pulls.
 
+use super::messages::ProgressView;
 use super::{view_of, Farm, FarmInput};
 use crate::lifecycle::{JobState, PlateGate, PrinterState};
 use crate::mqtt::payload::Assignment;
@@ -31,7 +32,10 @@ impl Farm {
                         &fw.name
                     }
                 );
-                self.set_printer(&id, to, None, None, "online", Some(&msg))
+                // Stating the plate forces the `online` event even when the
+                // state did not change (awaiting_clear across a restart).
+                let plate = (to == PrinterState::AwaitingClear).then_some(false);
+                self.set_printer(&id, to, plate, None, "online", Some(&msg))
                     .await;
             }
             ReportKind::Offline { reason } => {
@@ -133,15 +137,19 @@ impl Farm {
             error!("job {job_id}: {e}");
         }
         if let Some(slot) = self.slots.get_mut(printer) {
-            slot.job = None;
             slot.job_deadline = None;
             slot.percent = if to == JobState::Completed {
+                if let Some((_, total)) = slot.lines {
+                    slot.lines = Some((total, total));
+                }
                 100.0
             } else {
                 percent
             };
         }
-        // Whatever ended the print, something may be on the plate.
+        // Whatever ended the print, something may be on the plate. Its event
+        // and progress still name the job (`set_printer` shows the job being
+        // left), so the farm sees that job reach 100 %.
         self.set_printer(
             printer,
             PrinterState::AwaitingClear,
@@ -151,6 +159,9 @@ impl Farm {
             None,
         )
         .await;
+        if let Some(slot) = self.slots.get_mut(printer) {
+            slot.job = None;
+        }
         if to == JobState::Completed {
             let item = self.msgs.job_complete(printer, job_id, to.as_str());
             self.enqueue(item).await;
@@ -203,7 +214,9 @@ impl Farm {
     }
 
     /// Changes a printer's state in the store (checked there) with its event
-    /// and a progress message, then mirrors it in memory.
+    /// and a progress message, then mirrors it in memory. Both messages name
+    /// the job the change is about: the new one when `job` sets one, else the
+    /// one the printer had (also when `job` clears it).
     pub(crate) async fn set_printer(
         &mut self,
         printer: &str,
@@ -219,7 +232,11 @@ impl Farm {
         if slot.state == to && plate_clear.is_none() && job.is_none() {
             return;
         }
-        let event = self.msgs.event(printer, kind, slot.job.as_deref(), message);
+        let shown = match job {
+            Some(Some(new)) => Some(new.to_owned()),
+            _ => slot.job.clone(),
+        };
+        let event = self.msgs.event(printer, kind, shown.as_deref(), message);
         match self
             .store
             .set_printer_state(printer, to, plate_clear, job, event)
@@ -240,7 +257,11 @@ impl Farm {
                     slot.job = job.map(str::to_owned);
                 }
                 slot.last_announce = Some(Instant::now());
-                let item = self.msgs.progress(&view_of(slot));
+                let view = ProgressView {
+                    job: shown.as_deref(),
+                    ..view_of(slot)
+                };
+                let item = self.msgs.progress(&view);
                 self.enqueue(item).await;
             }
             Err(e) => error!("printer {printer}: {e}"),
@@ -253,7 +274,15 @@ impl Farm {
         to: JobState,
         reason: Option<&str>,
     ) -> bool {
-        let printer = self.printer_of(job_id).unwrap_or_default();
+        // The job is not on its slot yet (or any more) while it downloads,
+        // becomes ready or starts: then its row says whose it is.
+        let printer = match self.printer_of(job_id) {
+            Some(p) => p,
+            None => match self.store.get_job(job_id).await {
+                Ok(Some(job)) => job.printer_id.unwrap_or_else(|| "gateway".into()),
+                _ => "gateway".into(),
+            },
+        };
         let event = self.msgs.event(
             &printer,
             &format!("job_{}", to.as_str()),
