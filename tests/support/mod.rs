@@ -186,6 +186,12 @@ impl Observer {
             .expect("observer poller ended")
     }
 
+    /// The next message with no deadline, or `None` once the poller ended
+    /// (for recorders that outlive any one wait).
+    pub async fn recv(&mut self) -> Option<Seen> {
+        self.rx.recv().await
+    }
+
     /// Skips messages until one satisfies `pred`.
     pub async fn until(&mut self, what: &str, pred: impl Fn(&Seen) -> bool) -> Seen {
         within(what, async {
