@@ -4,14 +4,14 @@
 use crate::config::{Config, MqttConfig, SerialSettings};
 use crate::farm::FarmInput;
 use crate::mqtt::discovery::{self, DeviceInfo};
-use crate::mqtt::inbound::{parse_inbound, Inbound};
+use crate::mqtt::inbound::{parse_inbound, Inbound, InboundError, InboundErrorKind};
 use crate::mqtt::link::{self, LinkEvent, LinkSettings, OutboxMessage, TlsSettings};
 use crate::mqtt::payload::{rfc3339, Availability, GatewayStatus};
 use crate::mqtt::topics::{InTopic, Topics};
 use crate::source::{Auth, QueueClient, QueueSettings};
 use crate::store::Store;
 use anyhow::Context;
-use log::{error, info};
+use log::{debug, error, info};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -312,6 +312,19 @@ async fn dispatch(
                         if online {
                             announce(&volatile);
                         }
+                        None
+                    }
+                    // Robots report on every gateway's printers: normal
+                    // farm traffic, not bad input (no event, no warning).
+                    Err(InboundError {
+                        kind: InboundErrorKind::UnknownPrinter { printer },
+                        ..
+                    }) if matches!(
+                        topics.classify(&msg.topic),
+                        Some(InTopic::RobotProgress { .. })
+                    ) =>
+                    {
+                        debug!("robot report about printer {printer}: not on this gateway");
                         None
                     }
                     Err(e) => {

@@ -192,6 +192,9 @@ impl Farm {
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Plates left waiting by the previous run (a print the restart
+        // interrupted, a robot that never came): robots act on this list.
+        self.publish_awaiting().await;
         loop {
             tokio::select! {
                 Some(report) = reports.recv() => self.on_report(report).await,

@@ -1,5 +1,6 @@
 //! What each printer report means: printer states, job endings, the plate
 //! gate's other half (clearing), and the store writes that announce them.
+use super::messages::ProgressView;
 use super::{view_of, Farm};
 use crate::lifecycle::{JobState, PrinterState};
 use crate::printer::{JobOutcome, PrinterReport, ReportKind};
@@ -33,7 +34,10 @@ impl Farm {
                         &fw.name
                     }
                 );
-                self.set_printer(&id, to, None, None, "online", Some(&msg))
+                // Stating the plate forces the `online` event even when the
+                // state did not change (awaiting_clear across a restart).
+                let plate = (to == PrinterState::AwaitingClear).then_some(false);
+                self.set_printer(&id, to, plate, None, "online", Some(&msg))
                     .await;
             }
             ReportKind::Offline { reason } => {
@@ -135,15 +139,19 @@ impl Farm {
             error!("job {job_id}: {e}");
         }
         if let Some(slot) = self.slots.get_mut(printer) {
-            slot.job = None;
             slot.job_deadline = None;
             slot.percent = if to == JobState::Completed {
+                if let Some((_, total)) = slot.lines {
+                    slot.lines = Some((total, total));
+                }
                 100.0
             } else {
                 percent
             };
         }
-        // Whatever ended the print, something may be on the plate.
+        // Whatever ended the print, something may be on the plate. Its event
+        // and progress still name the job (`set_printer` shows the job being
+        // left), so the farm sees that job reach 100 %.
         self.set_printer(
             printer,
             PrinterState::AwaitingClear,
@@ -153,6 +161,9 @@ impl Farm {
             None,
         )
         .await;
+        if let Some(slot) = self.slots.get_mut(printer) {
+            slot.job = None;
+        }
         if to == JobState::Completed {
             let item = self.msgs.job_complete(printer, job_id, to.as_str());
             self.enqueue(item).await;
@@ -205,7 +216,9 @@ impl Farm {
     }
 
     /// Changes a printer's state in the store (checked there) with its event
-    /// and a progress message, then mirrors it in memory.
+    /// and a progress message, then mirrors it in memory. Both messages name
+    /// the job the change is about: the new one when `job` sets one, else the
+    /// one the printer had (also when `job` clears it).
     pub(crate) async fn set_printer(
         &mut self,
         printer: &str,
@@ -221,7 +234,11 @@ impl Farm {
         if slot.state == to && plate_clear.is_none() && job.is_none() {
             return;
         }
-        let event = self.msgs.event(printer, kind, slot.job.as_deref(), message);
+        let shown = match job {
+            Some(Some(new)) => Some(new.to_owned()),
+            _ => slot.job.clone(),
+        };
+        let event = self.msgs.event(printer, kind, shown.as_deref(), message);
         match self
             .store
             .set_printer_state(printer, to, plate_clear, job, event)
@@ -242,7 +259,11 @@ impl Farm {
                     slot.job = job.map(str::to_owned);
                 }
                 slot.last_announce = Some(Instant::now());
-                let item = self.msgs.progress(&view_of(slot));
+                let view = ProgressView {
+                    job: shown.as_deref(),
+                    ..view_of(slot)
+                };
+                let item = self.msgs.progress(&view);
                 self.enqueue(item).await;
             }
             Err(e) => error!("printer {printer}: {e}"),

@@ -1,0 +1,377 @@
+//! What the farm sends the gateway besides assignments: operator commands
+//! (answered on the event topic) and malformed payloads on every topic the
+//! gateway subscribes to, published while a job prints.
+
+use super::e2e_support::executed_moves;
+use super::mirror::Msg;
+use super::rig::{wait_for, Rig, Spec};
+use super::{broker, check_all, robot_pick};
+use std::collections::BTreeSet;
+
+fn spec<'a>(name: &'a str, prefix: &'a str, gateway: &'a str) -> Spec<'a> {
+    Spec {
+        name,
+        prefix,
+        gateway,
+        discovery: "ha-inputs",
+        printers: &["p1"],
+        sim_args: &["--baud", "115200"],
+        queue_manager: None,
+    }
+}
+
+/// Publishes `command` on p1's command topic; returns the answer event.
+fn command(rig: &Rig, payload: &str) -> Msg {
+    let m = &rig.mirror;
+    let mark = m.len();
+    m.publish(&rig.topic("printer/p1/command"), payload.as_bytes());
+    let topic = rig.topic("printer/p1/event");
+    let (_, answer) = m.wait_msg(&format!("the answer to {payload}"), mark, |m| {
+        m.topic == topic
+            && matches!(
+                m.json["type"].as_str(),
+                Some("command_accepted" | "command_rejected")
+            )
+    });
+    answer
+}
+
+fn accepted(rig: &Rig, payload: &str) -> String {
+    let a = command(rig, payload);
+    assert_eq!(
+        a.json["type"], "command_accepted",
+        "{payload}: {:?}",
+        a.json
+    );
+    a.json["message"].as_str().unwrap().to_owned()
+}
+
+fn rejected(rig: &Rig, payload: &str) -> String {
+    let a = command(rig, payload);
+    assert_eq!(
+        a.json["type"], "command_rejected",
+        "{payload}: {:?}",
+        a.json
+    );
+    a.json["message"].as_str().unwrap().to_owned()
+}
+
+fn wait_job(rig: &Rig, job: &str, state: &str) {
+    wait_for(&format!("{job} {state}"), || {
+        (rig.job_state(job).as_deref() == Some(state)).then_some(())
+    });
+}
+
+#[test]
+fn commands_are_answered_and_cancel_turns_heaters_off() {
+    let rig = Rig::start(broker(), spec("commands", "cmd/", "gw-cmd"));
+    let m = &rig.mirror;
+    let (event, progress) = ("cmd/printer/p1/event", "cmd/printer/p1/progress");
+    let status_after = |mark: usize, status: &'static str| {
+        m.wait_msg(&format!("progress {status}"), mark, move |m| {
+            m.topic == progress && m.seq().is_some() && m.json["status"] == status
+        })
+    };
+    let mut answers = Vec::new();
+    answers.push(rejected(&rig, r#"{"command":"pause"}"#));
+    assert!(answers[0].contains("no job running"), "{answers:?}");
+    let mark = m.len();
+    answers.push(accepted(&rig, r#"{"command":"clear_plate"}"#));
+    m.wait_event(event, "plate_cleared", mark);
+    status_after(mark, "idle");
+    answers.push(rejected(&rig, r#"{"command":"clear_plate"}"#));
+    assert!(answers[2].contains("not awaiting_clear"), "{answers:?}");
+
+    let moves = rig.add_job("p1", "job-c", 3, 2500);
+    m.wait_msg("job-c printing past 5 %", 0, |m| {
+        m.topic == progress && m.json["jobId"] == "job-c" && m.json["progress"].as_u64() >= Some(5)
+    });
+    let mark = m.len();
+    answers.push(accepted(&rig, r#"{"command":"pause"}"#));
+    m.wait_event(event, "paused", mark);
+    status_after(mark, "paused");
+    wait_job(&rig, "job-c", "paused");
+    let mark = m.len();
+    answers.push(accepted(&rig, r#"{"command":"resume"}"#));
+    m.wait_event(event, "resumed", mark);
+    status_after(mark, "printing");
+    wait_job(&rig, "job-c", "printing");
+    let mark = m.len();
+    answers.push(accepted(&rig, r#"{"command":"cancel"}"#));
+    let (_, cancelled) = m.wait_event(event, "job_cancelled", mark);
+    assert_eq!(cancelled.json["jobId"], "job-c");
+    m.wait_event(event, "awaiting_clear", mark);
+    status_after(mark, "awaiting_clear");
+    wait_job(&rig, "job-c", "cancelled");
+    answers.push(rejected(&rig, r#"{"command":"resume"}"#));
+    answers.push(rejected(
+        &rig,
+        r#"{"command":"cancel","jobId":"no-such-job"}"#,
+    ));
+
+    // The printer stopped mid-file and then got the heaters-off commands.
+    let log = rig.sim_log("p1");
+    let lines = wait_for("heaters off in the printer's log", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let last_move = lines.iter().rposition(|l| l.starts_with("G1 "))?;
+        let tail = &lines[last_move..];
+        (tail.iter().any(|l| l == "M104 S0") && tail.iter().any(|l| l == "M140 S0"))
+            .then_some(lines)
+    });
+    let printed = executed_moves(&log);
+    assert!(printed.len() < moves.len(), "the job was not cut short");
+    assert_eq!(printed, moves[..printed.len()]);
+
+    let mark = m.len();
+    answers.push(accepted(&rig, r#"{"command":"clear_plate"}"#));
+    status_after(mark, "idle");
+    let counts = check_all(&rig, &m.since(0));
+    eprintln!(
+        "mqtt mirror, commands: {} answered ({} accepted, {} rejected): {answers:?}; cancel at \
+         {}/{} moves, then {:?}; {counts:?}",
+        answers.len(),
+        answers.len() - 4,
+        4,
+        printed.len(),
+        moves.len(),
+        lines.iter().rev().take(4).rev().collect::<Vec<_>>()
+    );
+}
+
+/// (payload, a word the rejection must contain) for one topic kind.
+type Cases = Vec<(Vec<u8>, &'static str)>;
+
+fn text(cases: &[(&str, &'static str)]) -> Cases {
+    cases
+        .iter()
+        .map(|(p, w)| (p.as_bytes().to_vec(), *w))
+        .collect()
+}
+
+/// The same damage done to every topic kind: not JSON, not an object,
+/// bad bytes, too big.
+fn broken() -> Cases {
+    let mut c = text(&[
+        ("", "invalid json"),
+        ("not json", "invalid json"),
+        ("{", "invalid json"),
+        ("[]", "got array"),
+        ("\"text\"", "got string"),
+        ("42", "got number"),
+        ("null", "got null"),
+        ("true", "got boolean"),
+    ]);
+    c.push((vec![0xff, 0xfe, b'{'], "utf-8"));
+    c.push((vec![b' '; 70_000], "too large"));
+    c
+}
+
+fn assignments() -> Cases {
+    const OK: &str = r#""modelUrl":"models/m.gcode","filamentType":"PLA""#;
+    let long = format!(r#"{{"jobId":"{}",{OK}}}"#, "x".repeat(200));
+    let cases: Vec<(String, &'static str)> = vec![
+        ("{}".into(), "missing field \"jobId\""),
+        (
+            format!(r#"{{"jobId":7,{OK}}}"#),
+            "\"jobId\": expected a string",
+        ),
+        (format!(r#"{{"jobId":"",{OK}}}"#), "must not be empty"),
+        (format!(r#"{{"jobId":"a/b",{OK}}}"#), "not allowed"),
+        (format!(r#"{{"jobId":"a#b",{OK}}}"#), "not allowed"),
+        (
+            r#"{"jobId":"j","filamentType":"PLA"}"#.into(),
+            "\"modelUrl\"",
+        ),
+        (
+            r#"{"jobId":"j","modelUrl":null,"filamentType":"PLA"}"#.into(),
+            "got null",
+        ),
+        (
+            r#"{"jobId":"j","modelUrl":"models/m.gcode"}"#.into(),
+            "\"filamentType\"",
+        ),
+        (
+            format!(r#"{{"jobId":"j",{OK},"estimatedTime":-5}}"#),
+            "non-negative",
+        ),
+        (
+            format!(r#"{{"jobId":"j",{OK},"estimatedTime":"1h"}}"#),
+            "expected a number",
+        ),
+        (format!(r#"{{"jobId":"j",{OK},"priority":1.5}}"#), "integer"),
+        (
+            format!(r#"{{"jobId":"j",{OK},"parameters":[]}}"#),
+            "expected an object",
+        ),
+        (
+            format!(r#"{{"jobId":"j",{OK},"assignedAt":5}}"#),
+            "expected a string",
+        ),
+        (long, "longer than 128"),
+    ];
+    let mut c = broken();
+    c.extend(cases.into_iter().map(|(p, w)| (p.into_bytes(), w)));
+    c
+}
+
+fn commands() -> Cases {
+    let mut c = broken();
+    c.extend(text(&[
+        ("{}", "missing field \"command\""),
+        (r#"{"command":1}"#, "expected a string"),
+        (r#"{"command":null}"#, "got null"),
+        (r#"{"command":""}"#, "invalid command"),
+        (r#"{"command":"Pause"}"#, "invalid command"),
+        (r#"{"command":"stop"}"#, "invalid command"),
+        (r#"{"command":"pause "}"#, "invalid command"),
+        (r#"{"command":["pause"]}"#, "got array"),
+        (r#"{"command":"cancel","jobId":5}"#, "\"jobId\""),
+        (r#"{"command":"cancel","jobId":""}"#, "must not be empty"),
+        (r#"{"command":"cancel","jobId":"a+b"}"#, "not allowed"),
+        ("pause", "invalid json"),
+    ]));
+    c
+}
+
+fn robots() -> Cases {
+    let mut c = broken();
+    let pick = robot_pick("rob-1", "p1");
+    let without = |field: &str| -> String {
+        let mut v: serde_json::Value = serde_json::from_str(&pick).unwrap();
+        v.as_object_mut().unwrap().remove(field);
+        v.to_string()
+    };
+    let with = |field: &str, value: serde_json::Value| -> String {
+        let mut v: serde_json::Value = serde_json::from_str(&pick).unwrap();
+        v[field] = value;
+        v.to_string()
+    };
+    use serde_json::json;
+    let cases: Vec<(String, &'static str)> = vec![
+        ("{}".into(), "missing field \"robotId\""),
+        (with("robotId", json!("rob-2")), "does not match"),
+        (with("robotId", json!(7)), "expected a string"),
+        (with("robotId", json!("")), "must not be empty"),
+        (without("printerId"), "\"printerId\""),
+        (with("printerId", json!(3)), "expected a string"),
+        (with("printerId", json!("")), "must not be empty"),
+        (without("action"), "\"action\""),
+        (with("action", json!(null)), "got null"),
+        (without("status"), "\"status\""),
+        (with("status", json!(1)), "expected a string"),
+        (without("timestamp"), "\"timestamp\""),
+        (pick[..pick.len() - 1].to_owned(), "invalid json"),
+    ];
+    c.extend(cases.into_iter().map(|(p, w)| (p.into_bytes(), w)));
+    c
+}
+
+#[test]
+fn malformed_input_is_rejected_one_event_each_while_printing() {
+    let rig = Rig::start(broker(), spec("badinput", "bad/", "gw-bad"));
+    let m = &rig.mirror;
+    let (event, progress) = ("bad/printer/p1/event", "bad/printer/p1/progress");
+    rig.cli(&["clear", "p1"]);
+    let moves = rig.add_job("p1", "job-good", 4, 3000);
+    m.wait_msg("job-good printing", 0, |m| {
+        m.topic == progress && m.json["jobId"] == "job-good" && m.json["status"] == "printing"
+    });
+    let kinds = [
+        ("printer/p1/assignement", assignments(), event),
+        ("printer/p1/command", commands(), event),
+        (
+            "robot/rob-1/progress",
+            robots(),
+            "bad/printer/gateway/event",
+        ),
+    ];
+    let mark = m.len();
+    for (topic, cases, _) in &kinds {
+        assert!(cases.len() >= 20, "{topic}: {}", cases.len());
+        for (payload, _) in cases {
+            m.publish(&rig.topic(topic), payload);
+        }
+    }
+    // Valid robot traffic that must change nothing and say nothing: a pick
+    // on another gateway's printer, a pick in progress, a pick on a
+    // printer that is printing.
+    let quiet = [
+        robot_pick("rob-1", "p9"),
+        robot_pick("rob-1", "p1").replace("completed", "in_progress"),
+        robot_pick("rob-1", "p1"),
+    ];
+    for p in &quiet {
+        m.publish(&rig.topic("robot/rob-1/progress"), p.as_bytes());
+    }
+    let total: usize = kinds.iter().map(|(_, c, _)| c.len()).sum();
+    let rejected = |msgs: &[Msg]| -> Vec<Msg> {
+        msgs.iter()
+            .filter(|m| m.topic.ends_with("/event") && m.json["type"] == "input_rejected")
+            .cloned()
+            .collect()
+    };
+    m.wait(&format!("{total} input_rejected events"), mark, |msgs| {
+        (rejected(msgs).len() >= total).then_some(())
+    });
+    let (done_at, done) = m.wait_event(event, "job_completed", mark);
+    let all = m.since(mark);
+    let events = rejected(&all);
+    assert_eq!(events.len(), total, "one event per bad message");
+    for (topic, cases, on) in &kinds {
+        let full = rig.topic(topic);
+        let got: Vec<&Msg> = events
+            .iter()
+            .filter(|e| {
+                e.json["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{full}: "))
+            })
+            .collect();
+        assert_eq!(got.len(), cases.len(), "{full}");
+        for ((payload, word), e) in cases.iter().zip(got) {
+            let msg = e.json["message"].as_str().unwrap();
+            assert!(
+                msg.contains(word),
+                "{full} {:?}: {msg}",
+                String::from_utf8_lossy(&payload[..payload.len().min(60)])
+            );
+            assert_eq!(e.topic, *on);
+        }
+    }
+    // All handled while the job printed, and the job did not notice.
+    let last_rejected = events.iter().filter_map(Msg::seq).max().unwrap();
+    assert!(last_rejected < done.seq().unwrap(), "the job ended first");
+    assert_eq!(done.json["jobId"], "job-good");
+    wait_for("the simulator's log", || {
+        (executed_moves(&rig.sim_log("p1")).len() >= moves.len()).then_some(())
+    });
+    assert_eq!(executed_moves(&rig.sim_log("p1")), moves);
+    let jobs = rig.jobs();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0]["state"], "completed");
+    let types: BTreeSet<&str> = all[..done_at - mark]
+        .iter()
+        .filter(|m| m.topic.ends_with("/event"))
+        .filter_map(|m| m.json["type"].as_str())
+        .collect();
+    assert_eq!(
+        types,
+        BTreeSet::from(["input_rejected"]),
+        "something else changed"
+    );
+    let counts = check_all(&rig, &m.since(0));
+    eprintln!(
+        "mqtt mirror, bad input: {} malformed payloads ({} assignment, {} command, {} robot) → \
+         {} input_rejected events; {} valid robot messages ignored quietly; job printed \
+         {} moves exactly once; {counts:?}",
+        total,
+        kinds[0].1.len(),
+        kinds[1].1.len(),
+        kinds[2].1.len(),
+        events.len(),
+        quiet.len(),
+        moves.len()
+    );
+}
