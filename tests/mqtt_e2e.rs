@@ -23,7 +23,6 @@ mod mirror;
 mod outage;
 #[path = "mqtt_e2e/rig.rs"]
 mod rig;
-#[allow(dead_code)]
 #[path = "source_http/server.rs"]
 mod server;
 #[path = "mqtt_e2e/shapes.rs"]
