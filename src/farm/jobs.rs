@@ -171,6 +171,12 @@ impl Farm {
                 slot.state.as_str()
             ));
         }
+        // Reset first: the farm reads `idle` with progress 100 as "a print
+        // just finished" and would send the robot again.
+        if let Some(slot) = self.slots.get_mut(printer) {
+            slot.percent = 0.0;
+            slot.lines = None;
+        }
         self.set_printer(
             printer,
             PrinterState::Idle,
@@ -180,10 +186,6 @@ impl Farm {
             Some(by),
         )
         .await;
-        if let Some(slot) = self.slots.get_mut(printer) {
-            slot.percent = 0.0;
-            slot.lines = None;
-        }
         self.publish_awaiting().await;
         self.schedule().await;
         Ok(())
@@ -255,7 +257,15 @@ impl Farm {
         to: JobState,
         reason: Option<&str>,
     ) -> bool {
-        let printer = self.printer_of(job_id).unwrap_or_default();
+        // A job between printers (downloading, ready, starting) is on no
+        // slot: its stored printer names the topic (never `printer//event`).
+        let printer = match self.printer_of(job_id) {
+            Some(p) => p,
+            None => match self.store.get_job(job_id).await {
+                Ok(Some(job)) => job.printer_id.unwrap_or_else(|| "gateway".into()),
+                _ => "gateway".into(),
+            },
+        };
         let event = self.msgs.event(
             &printer,
             &format!("job_{}", to.as_str()),

@@ -8,6 +8,9 @@
 mod inputs;
 mod jobs;
 pub mod messages;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;
 
 use crate::lifecycle::PrinterState;
 use crate::mqtt::payload::{Assignment, CommandMsg, RobotProgress};
