@@ -24,7 +24,8 @@ use crate::store::StoreReader;
 use anyhow::Context;
 use rig::Rig;
 use robot::{Observed, Robot};
-use std::io::IsTerminal;
+use std::collections::HashSet;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use table::{Row, Snapshot, Summary, View};
@@ -50,7 +51,7 @@ pub struct DemoArgs {
     pub jobs: u16,
     /// Line noise: the probability that a line arrives corrupted (lost `ok`s
     /// at a quarter of it).
-    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    #[arg(long, default_value_t = 0.0, value_parser = crate::sim::cli::probability)]
     pub fault_rate: f64,
     /// Keep going: a new batch of jobs whenever the queue runs dry.
     #[arg(long)]
@@ -63,13 +64,6 @@ pub struct DemoArgs {
     pub plain: bool,
 }
 
-fn probability(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
-        _ => Err(format!("`{s}` is not a probability from 0 to 1")),
-    }
-}
-
 /// Why the demo stopped watching.
 enum End {
     /// Every job ended (completed or not) and every plate is clear.
@@ -79,6 +73,8 @@ enum End {
     Stalled,
     /// The gateway returned on its own: a start-up error.
     GatewayExited(String),
+    /// Stdout is gone (a closed pipe).
+    OutputClosed(String),
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -108,37 +104,52 @@ async fn demo(args: &DemoArgs, dir: &std::path::Path, live: bool) -> anyhow::Res
     let mut gateway = tokio::spawn(crate::daemon::run_daemon(rig.config.clone(), async {
         let _ = stop_rx.await;
     }));
-    print_header(args, &rig);
-
-    let end = watch(args, &rig, &robot, &mut gateway, started, live).await?;
-
-    // Orderly stop: every event reaches the broker, then the gateway stops
-    // and says `offline`, which the observer sees after all of them.
+    // A closed stdout is no reason to leave the gateway half-stopped: output
+    // errors end the watch (below) and are otherwise ignored.
+    let _ = std::io::stdout().write_all(header(args, &rig).as_bytes());
+    let end = watch(args, &rig, &robot, &mut gateway, started, live).await;
     if !gateway.is_finished() {
-        drain_outbox(&rig.data_dir).await;
-        let _ = stop_tx.send(());
-        match tokio::time::timeout(STOP_LIMIT, &mut gateway).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => eprintln!("printgate demo: the gateway stopped with: {e:#}"),
-            Ok(Err(e)) => eprintln!("printgate demo: the gateway task failed: {e}"),
-            Err(_) => eprintln!(
-                "printgate demo: the gateway did not stop within {} s",
-                STOP_LIMIT.as_secs()
-            ),
-        }
-        if !robot.wait_gateway_offline(DRAIN_LIMIT).await {
-            eprintln!("printgate demo: the gateway's offline status was not seen");
-        }
+        stop_gateway(&mut robot, stop_tx, &mut gateway, &rig.data_dir).await;
     }
     let elapsed = started.elapsed();
-    let observed = robot.stop().await;
+    let events = robot.stop().await.events;
+    Ok(finish(rig, &end, events, elapsed))
+}
+
+/// Orderly stop: every event reaches the broker, then the gateway stops and
+/// says `offline`, which the observer sees after all of them.
+async fn stop_gateway(
+    robot: &mut Robot,
+    stop: tokio::sync::oneshot::Sender<()>,
+    gateway: &mut tokio::task::JoinHandle<anyhow::Result<()>>,
+    data_dir: &std::path::Path,
+) {
+    drain_outbox(data_dir).await;
+    let _ = stop.send(());
+    match tokio::time::timeout(STOP_LIMIT, gateway).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => eprintln!("printgate demo: the gateway stopped with: {e:#}"),
+        Ok(Err(e)) => eprintln!("printgate demo: the gateway task failed: {e}"),
+        Err(_) => eprintln!(
+            "printgate demo: the gateway did not stop within {} s",
+            STOP_LIMIT.as_secs()
+        ),
+    }
+    if !robot.wait_gateway_offline(DRAIN_LIMIT).await {
+        eprintln!("printgate demo: the gateway's offline status was not seen");
+    }
+}
+
+/// Stops the rest, prints the summary, and says how it went.
+fn finish(rig: Rig, end: &End, events: u64, elapsed: Duration) -> ExitCode {
     let created = rig.qm.created();
     let jobs = StoreReader::open(&rig.data_dir)
         .and_then(|r| r.list_jobs(created.len() + 16))
         .unwrap_or_default();
     let mut summary = Summary {
         total: created.len(),
-        events: observed.events,
+        printers: rig.sims.len(),
+        events,
         elapsed,
         ..Summary::default()
     };
@@ -153,7 +164,6 @@ async fn demo(args: &DemoArgs, dir: &std::path::Path, live: bool) -> anyhow::Res
             None => unfinished.push(format!("{id} not handed out")),
         }
     }
-    summary.printers = rig.sims.len();
     for (_, sim) in rig.sims {
         let s = sim.stop();
         summary.lines += s.executed;
@@ -162,9 +172,9 @@ async fn demo(args: &DemoArgs, dir: &std::path::Path, live: bool) -> anyhow::Res
         summary.timeouts += s.dropped_oks;
     }
     rig.qm.stop();
-    println!("\n{}", table::summary(&summary));
+    let _ = writeln!(std::io::stdout(), "\n{}", table::summary(&summary));
     if summary.total > 0 && summary.completed == summary.total {
-        return Ok(ExitCode::SUCCESS);
+        return ExitCode::SUCCESS;
     }
     let why = match end {
         End::Settled => "not every job completed".to_owned(),
@@ -172,32 +182,39 @@ async fn demo(args: &DemoArgs, dir: &std::path::Path, live: bool) -> anyhow::Res
         End::Interrupted => "interrupted".to_owned(),
         End::Stalled => format!("nothing moved for {} s", STALL_LIMIT.as_secs()),
         End::GatewayExited(e) => format!("the gateway stopped: {e}"),
+        End::OutputClosed(e) => format!("cannot write the status: {e}"),
     };
+    let mut detail = unfinished
+        .iter()
+        .take(5)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if unfinished.len() > 5 {
+        detail.push_str(&format!(" and {} more", unfinished.len() - 5));
+    }
     eprintln!(
-        "printgate demo: {why}: {}/{} jobs printed{}{}",
-        summary.completed,
-        summary.total,
-        if unfinished.is_empty() { "" } else { "; " },
-        unfinished.join(", ")
+        "printgate demo: {why}: {}/{} jobs printed; not completed: {detail}",
+        summary.completed, summary.total,
     );
-    Ok(ExitCode::from(1))
+    ExitCode::from(1)
 }
 
-fn print_header(args: &DemoArgs, rig: &Rig) {
+fn header(args: &DemoArgs, rig: &Rig) -> String {
     let data = rig.data_dir.display();
     let port = rig.broker_port;
-    println!(
+    format!(
         "printgate demo: {} simulated printers, {} sample jobs{}, fault rate {}\n  \
          queue manager: {}\n  MQTT broker:   127.0.0.1:{port}\n  data folder:   {data} (removed at exit)\n\
          watch the MQTT traffic:\n  mosquitto_sub -h 127.0.0.1 -p {port} -t 'device/#' -v\n\
          ask the gateway (from another shell):\n  printgate status --data-dir {data}\n  \
-         printgate jobs --data-dir {data}\n",
+         printgate jobs --data-dir {data}\n\n",
         args.printers,
         args.jobs,
         if args.forever { " per batch, forever" } else { "" },
         args.fault_rate,
         rig.qm.url(),
-    );
+    )
 }
 
 /// Refreshes the view until the demo should end.
@@ -208,7 +225,7 @@ async fn watch(
     gateway: &mut tokio::task::JoinHandle<anyhow::Result<()>>,
     started: Instant,
     live: bool,
-) -> anyhow::Result<End> {
+) -> End {
     let mut view = View::new(live);
     let mut tick = tokio::time::interval(REFRESH);
     let ctrl_c = tokio::signal::ctrl_c();
@@ -219,39 +236,43 @@ async fn watch(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = &mut ctrl_c => return Ok(End::Interrupted),
+            _ = &mut ctrl_c => return End::Interrupted,
             done = &mut *gateway => {
                 let why = match done {
                     Ok(Ok(())) => "it returned".to_owned(),
                     Ok(Err(e)) => format!("{e:#}"),
                     Err(e) => e.to_string(),
                 };
-                return Ok(End::GatewayExited(why));
+                return End::GatewayExited(why);
             }
         }
         if reader.is_none() {
             // The gateway creates the database as it starts.
             reader = StoreReader::open(&rig.data_dir).ok();
         }
-        let Some(status) = reader.as_ref().and_then(|r| look(r, rig, &robot.observed())) else {
+        let Some(status) = reader
+            .as_ref()
+            .and_then(|r| look(r, rig, &robot.observed()))
+        else {
             continue;
         };
         let mut snap = status.snap;
         snap.elapsed = started.elapsed();
-        view.render(&mut stdout, &snap)
-            .context("cannot write to stdout")?;
+        if let Err(e) = view.render(&mut stdout, &snap) {
+            return End::OutputClosed(e.to_string());
+        }
         if status.settled && !args.forever {
-            return Ok(End::Settled);
+            return End::Settled;
         }
         if let Some(secs) = args.duration {
             if snap.elapsed >= Duration::from_secs(secs) {
-                return Ok(End::Duration(secs));
+                return End::Duration(secs);
             }
         }
         if status.fingerprint != last_print {
             (last_change, last_print) = (Instant::now(), status.fingerprint);
         } else if !args.forever && last_change.elapsed() >= STALL_LIMIT {
-            return Ok(End::Stalled);
+            return End::Stalled;
         }
     }
 }
@@ -268,7 +289,7 @@ struct Status {
 /// Reads the store (state, job, progress), the observer (temperatures,
 /// events) and the simulators (lines). `None` if the store did not answer.
 fn look(reader: &StoreReader, rig: &Rig, observed: &Observed) -> Option<Status> {
-    let created = rig.qm.created();
+    let created: HashSet<String> = rig.qm.created().into_iter().collect();
     let printers = reader.list_printers().ok()?;
     let jobs = reader.list_jobs(created.len() + 16).ok()?;
     let mut snap = Snapshot {

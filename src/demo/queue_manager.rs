@@ -276,7 +276,12 @@ fn respond(head: &str, queue: &Mutex<Queue>) -> Vec<u8> {
     let file = model.and_then(|m| lock(queue).models.get(m).cloned());
     match file.map(std::fs::read) {
         Some(Ok(bytes)) => response(200, "OK", "text/x-gcode", &bytes),
-        Some(Err(e)) => response(500, "Internal Server Error", "text/plain", e.to_string().as_bytes()),
+        Some(Err(e)) => response(
+            500,
+            "Internal Server Error",
+            "text/plain",
+            e.to_string().as_bytes(),
+        ),
         None => response(404, "Not Found", "text/plain", b"no such resource\n"),
     }
 }

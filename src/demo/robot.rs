@@ -14,7 +14,7 @@
 //! per-subscription ordering: the gateway's `offline` status arrives after
 //! every event it published before it.
 
-use crate::mqtt::payload::{rfc3339, GatewayStatus, Availability, Progress, RobotProgress};
+use crate::mqtt::payload::{rfc3339, Availability, GatewayStatus, Progress, RobotProgress};
 use crate::mqtt::topics::Topics;
 use anyhow::Context;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -291,13 +291,20 @@ mod tests {
         assert!(b.on_message(t, &progress("p1", "offline")).is_empty());
         assert_eq!(b.on_message(t, &progress("p1", "awaiting_clear")), ["p1"]);
         // Repeated idle announcements of the same state: no second pick.
-        assert!(b.on_message(t, &progress("p1", "awaiting_clear")).is_empty());
+        assert!(b
+            .on_message(t, &progress("p1", "awaiting_clear"))
+            .is_empty());
         assert!(b.on_message("device/printers", br#"["p1"]"#).is_empty());
         assert!(b.on_message(t, &progress("p1", "idle")).is_empty());
         assert!(b.on_message(t, &progress("p1", "printing")).is_empty());
         // After a print: only the list makes the robot act.
-        assert!(b.on_message(t, &progress("p1", "awaiting_clear")).is_empty());
-        assert_eq!(b.on_message("device/printers", br#"["p1","p2"]"#), ["p1", "p2"]);
+        assert!(b
+            .on_message(t, &progress("p1", "awaiting_clear"))
+            .is_empty());
+        assert_eq!(
+            b.on_message("device/printers", br#"["p1","p2"]"#),
+            ["p1", "p2"]
+        );
         assert_eq!(b.observed().picks, 3);
         let seen = &b.observed().printers["p1"];
         assert_eq!((seen.nozzle, seen.bed), (Some(200.5), Some(60.0)));

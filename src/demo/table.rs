@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
-const BAR_WIDTH: usize = 20;
+/// Keeps a table line within 80 columns (a wrapped line would break the redraw).
+const BAR_WIDTH: usize = 16;
 
 /// One printer's line.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -102,12 +103,12 @@ impl View {
 /// Header, one line per printer, footer.
 pub fn table(snap: &Snapshot) -> Vec<String> {
     let mut lines = vec![format!(
-        "{:<11} {:<15} {:<8} {:<28} {:>9} {:>9}",
+        "{:<10} {:<14} {:<8} {:<24} {:>8} {:>8}",
         "PRINTER", "STATE", "JOB", "PROGRESS", "NOZZLE", "BED"
     )];
     for row in &snap.rows {
         lines.push(format!(
-            "{:<11} {:<15} {:<8} {} {:>4.0}% {:>9} {:>9}",
+            "{:<10} {:<14} {:<8} {} {:>4.0}% {:>8} {:>8}",
             row.printer,
             row.state,
             row.job.as_deref().unwrap_or("-"),
@@ -118,7 +119,7 @@ pub fn table(snap: &Snapshot) -> Vec<String> {
         ));
     }
     lines.push(format!(
-        "jobs {}/{} printed, {} queued | lines {} | resends {} | events {} | {:.1} s",
+        "printed {}/{}, queued {} | lines {} | resends {} | events {} | {:.1} s",
         snap.completed,
         snap.total,
         snap.queued,
@@ -132,7 +133,7 @@ pub fn table(snap: &Snapshot) -> Vec<String> {
 
 fn plain(row: &Row) -> String {
     format!(
-        "{:<11} {:<15} {:<8} {:>3.0}%  nozzle {} bed {}",
+        "{:<10} {:<14} {:<8} {:>3.0}%  nozzle {} bed {}",
         row.printer,
         row.state,
         row.job.as_deref().unwrap_or("-"),
@@ -209,10 +210,21 @@ mod tests {
 
     #[test]
     fn bar_is_fixed_width_and_clamped() {
-        assert_eq!(bar(0.0), format!("[{}]", "-".repeat(20)));
-        assert_eq!(bar(50.0), format!("[{}{}]", "#".repeat(10), "-".repeat(10)));
-        assert_eq!(bar(250.0), format!("[{}]", "#".repeat(20)));
-        assert_eq!(bar(f64::NAN).len(), 22);
+        assert_eq!(bar(0.0), format!("[{}]", "-".repeat(16)));
+        assert_eq!(bar(50.0), format!("[{}{}]", "#".repeat(8), "-".repeat(8)));
+        assert_eq!(bar(250.0), format!("[{}]", "#".repeat(16)));
+        assert_eq!(bar(f64::NAN).len(), 18);
+    }
+
+    #[test]
+    fn table_lines_fit_80_columns() {
+        let mut s = snap("awaiting_clear", 100.0);
+        s.rows[0].printer = "printer-16".into();
+        s.rows[0].job = Some("job-1000".into());
+        s.rows[0].bed = Some(110.0);
+        for line in table(&s) {
+            assert!(line.chars().count() <= 80, "{line}");
+        }
     }
 
     #[test]
@@ -222,7 +234,7 @@ mod tests {
         view.render(&mut out, &snap("printing", 40.0)).unwrap();
         let first = String::from_utf8(out.clone()).unwrap();
         assert!(!first.contains("\x1b[3A"));
-        assert!(first.contains("PRINTER") && first.contains("[########------------]"));
+        assert!(first.contains("PRINTER") && first.contains("[######----------]"));
         assert!(first.contains("210.0°C"));
         out.clear();
         view.render(&mut out, &snap("printing", 45.0)).unwrap();
@@ -239,7 +251,7 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
-        assert!(lines[0].contains("printer-1   printing        job-2     10%"));
+        assert!(lines[0].contains("printer-1  printing       job-2     10%"));
         assert!(lines[1].contains("jobs 0/6 printed"));
         assert!(lines[2].contains(" 30%"));
     }

@@ -19,7 +19,10 @@ impl Farm {
                 };
                 slot.connected = true;
                 // After an error nobody knows what is on the plate: ask.
-                let unsure = matches!(slot.state, PrinterState::AwaitingClear | PrinterState::Error);
+                let unsure = matches!(
+                    slot.state,
+                    PrinterState::AwaitingClear | PrinterState::Error
+                );
                 let to = if unsure || !slot.plate_clear {
                     PrinterState::AwaitingClear
                 } else {

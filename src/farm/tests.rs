@@ -1,14 +1,13 @@
 //! Farm behaviours that need no printer: what the farm writes to the outbox.
 
 use super::*;
+use crate::lifecycle::JobState;
 use crate::mqtt::topics::Topics;
 use crate::store::{AddOutcome, JobSource, NewJob, PrinterSeed};
-use crate::lifecycle::JobState;
 
-#[path = "../store/testdir.rs"]
-mod testdir;
+use crate::bench::TempDir;
 
-async fn store_with_p1(dir: &testdir::TestDir) -> Store {
+async fn store_with_p1(dir: &TempDir) -> Store {
     let store = Store::open(dir.path()).unwrap();
     let seed = PrinterSeed {
         id: "p1".into(),
@@ -51,14 +50,23 @@ fn farm(store: Store) -> Farm {
     };
     let msgs = Messages::new(Some(Topics::new("gw")));
     let notify = Arc::new(Notify::new());
-    Farm::new(settings, store, msgs, vec![slot], None, notify, None, inputs_tx)
+    Farm::new(
+        settings,
+        store,
+        msgs,
+        vec![slot],
+        None,
+        notify,
+        None,
+        inputs_tx,
+    )
 }
 
 /// A job on no slot yet (queued → downloading) is announced on its own
 /// printer's event topic, not on `device/printer//event`.
 #[tokio::test]
 async fn a_job_between_printers_is_announced_on_its_printers_topic() {
-    let dir = testdir::TestDir::new("farm-transition");
+    let dir = TempDir::new("farm-transition").unwrap();
     let store = store_with_p1(&dir).await;
     let job = NewJob {
         id: "job-1".into(),
@@ -89,11 +97,18 @@ async fn a_job_between_printers_is_announced_on_its_printers_topic() {
 /// job handler reads "idle at 100 %" as a print that just finished.
 #[tokio::test]
 async fn a_cleared_plate_is_announced_idle_at_zero_percent() {
-    let dir = testdir::TestDir::new("farm-clear");
+    let dir = TempDir::new("farm-clear").unwrap();
     let store = store_with_p1(&dir).await;
     let mut farm = farm(store.clone());
-    farm.set_printer("p1", PrinterState::AwaitingClear, Some(false), None, "awaiting_clear", None)
-        .await;
+    farm.set_printer(
+        "p1",
+        PrinterState::AwaitingClear,
+        Some(false),
+        None,
+        "awaiting_clear",
+        None,
+    )
+    .await;
     if let Some(slot) = farm.slots.get_mut("p1") {
         (slot.percent, slot.lines) = (100.0, Some((10, 10)));
     }
