@@ -113,7 +113,8 @@ fn the_default_demo_prints_every_job_and_shows_each_change() {
     }
     assert!(out.contains("jobs 6/6 printed, 0 queued"), "{out}");
     assert!(!out.contains('\x1b'), "no escape codes in plain mode");
-    assert_eq!(number(&out, "resends:"), 0, "{out}");
+    // No fault injected, no `ok` lost. (Resends are not asserted: a badly
+    // overloaded machine can make an `ok` late enough for a time-out probe.)
     assert_eq!(number(&out, "time-outs:"), 0, "{out}");
 }
 
