@@ -68,6 +68,10 @@ pub enum Command {
     Sim(crate::sim::cli::SimArgs),
     /// Measure serial throughput and host cost against the simulator.
     Bench(crate::bench::BenchArgs),
+    /// Run the whole farm on this machine (simulated printers, MQTT broker,
+    /// queue manager, robot) with a live status table.
+    #[cfg(feature = "embedded-broker")]
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Runs the parsed command. Errors are reported by `main`.
@@ -115,5 +119,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         },
         Command::Sim(args) => crate::sim::cli::run(args),
         Command::Bench(args) => crate::bench::run(args),
+        #[cfg(feature = "embedded-broker")]
+        Command::Demo(args) => crate::demo::run(args),
     }
 }

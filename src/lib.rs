@@ -11,6 +11,8 @@
 //! - `mqtt`: the farm's topic contract and the broker link.
 //! - `source`: the queue manager client and model downloads.
 //! - [`notify`]: systemd readiness and watchdog notifications.
+//! - `demo`: `printgate demo`, the whole farm in one process (simulated
+//!   printers, embedded broker, sample queue manager, robot).
 //!
 //! `main.rs` is a thin clap front end over [`cli`].
 
@@ -23,6 +25,8 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod daemon;
+#[cfg(feature = "embedded-broker")]
+pub mod demo;
 pub mod farm;
 pub mod lifecycle;
 pub mod mqtt;

@@ -10,6 +10,9 @@ mod jobs;
 pub mod messages;
 mod pull;
 mod reports;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;
 
 use crate::lifecycle::PrinterState;
 use crate::mqtt::payload::{Assignment, CommandMsg, RobotProgress};

@@ -182,6 +182,12 @@ impl Farm {
                 slot.state.as_str()
             ));
         }
+        // Reset first: the farm reads `idle` with progress 100 as "a print
+        // just finished" and would send the robot again.
+        if let Some(slot) = self.slots.get_mut(printer) {
+            slot.percent = 0.0;
+            slot.lines = None;
+        }
         self.set_printer(
             printer,
             PrinterState::Idle,
@@ -191,10 +197,6 @@ impl Farm {
             Some(by),
         )
         .await;
-        if let Some(slot) = self.slots.get_mut(printer) {
-            slot.percent = 0.0;
-            slot.lines = None;
-        }
         self.publish_awaiting().await;
         self.schedule().await;
         Ok(())
@@ -268,6 +270,10 @@ impl Farm {
             }
             Err(e) => error!("printer {printer}: {e}"),
         }
+        // Any move into or out of awaiting_clear (a print ending, a plate
+        // cleared, a waiting printer going offline or coming back) changes
+        // the list robots act on.
+        self.publish_awaiting().await;
     }
 
     pub(crate) async fn transition(
