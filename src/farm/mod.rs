@@ -309,31 +309,3 @@ pub(crate) fn view_of(slot: &Slot) -> ProgressView<'_> {
         eta_seconds: None,
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::PullErrors;
-    use std::time::Duration;
-
-    #[test]
-    fn failing_polls_back_off_from_the_interval_and_report_once_per_streak() {
-        let mut e = PullErrors::default();
-        let interval = Duration::from_secs(2);
-        let (first, report) = e.failed(interval, "http status 500", 1);
-        assert!(report);
-        let (second, again) = e.failed(interval, "http status 500", 1);
-        assert!(!again, "the same error twice is one streak");
-        assert!(first >= interval.mul_f64(0.8) && first <= interval.mul_f64(1.2));
-        assert!(second >= interval.mul_f64(1.6) && second <= interval.mul_f64(2.4));
-        assert!(
-            e.failed(interval, "connection refused", 1).1,
-            "a new error is reported"
-        );
-        assert_eq!(e.succeeded(), 3);
-        let (after, report) = e.failed(interval, "connection refused", 1);
-        assert!(
-            report && after <= interval.mul_f64(1.2),
-            "a new streak starts over"
-        );
-    }
-}

@@ -37,6 +37,7 @@ fn farm(store: Store) -> Farm {
         last_announce: None,
         pull_in_flight: false,
         next_pull: None,
+        pull_errors: Default::default(),
     };
     let settings = FarmSettings {
         spool_dir: store.data_dir().join("spool"),
@@ -125,4 +126,26 @@ async fn a_cleared_plate_is_announced_idle_at_zero_percent() {
     assert!(progress.get("line").is_none(), "{progress}");
     drop(farm);
     store.close().await.unwrap();
+}
+
+#[test]
+fn failing_polls_back_off_from_the_interval_and_report_once_per_streak() {
+    let mut e = super::PullErrors::default();
+    let interval = Duration::from_secs(2);
+    let (first, report) = e.failed(interval, "http status 500", 1);
+    assert!(report);
+    let (second, again) = e.failed(interval, "http status 500", 1);
+    assert!(!again, "the same error twice is one streak");
+    assert!(first >= interval.mul_f64(0.8) && first <= interval.mul_f64(1.2));
+    assert!(second >= interval.mul_f64(1.6) && second <= interval.mul_f64(2.4));
+    assert!(
+        e.failed(interval, "connection refused", 1).1,
+        "a new error is reported"
+    );
+    assert_eq!(e.succeeded(), 3);
+    let (after, report) = e.failed(interval, "connection refused", 1);
+    assert!(
+        report && after <= interval.mul_f64(1.2),
+        "a new streak starts over"
+    );
 }
