@@ -109,24 +109,13 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
         };
         tasks.push(printer::spawn(settings, cmd_rx, report_tx.clone()));
         let row = rows.iter().find(|r| r.id == p.id);
-        slots.push(Slot {
-            id: p.id.clone(),
-            filament: p.filament.clone(),
-            commands: cmd_tx,
-            state: row.map_or(PrinterState::Offline, |r| r.state),
-            plate_clear: row.is_some_and(|r| r.plate_clear),
-            connected: false,
-            job: None,
-            reserved: None,
-            temps: Default::default(),
-            percent: 0.0,
-            lines: None,
-            job_deadline: None,
-            last_announce: None,
-            pull_in_flight: false,
-            next_pull: None,
-            pull_errors: Default::default(),
-        });
+        slots.push(Slot::new(
+            p.id.clone(),
+            p.filament.clone(),
+            cmd_tx,
+            row.map_or(PrinterState::Offline, |r| r.state),
+            row.is_some_and(|r| r.plate_clear),
+        ));
     }
     drop(report_tx);
 

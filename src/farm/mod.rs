@@ -97,6 +97,36 @@ pub struct Slot {
     pub pull_errors: PullErrors,
 }
 
+impl Slot {
+    /// A printer as the store last saw it, not yet connected.
+    pub fn new(
+        id: String,
+        filament: Option<String>,
+        commands: mpsc::Sender<PrinterCommand>,
+        state: PrinterState,
+        plate_clear: bool,
+    ) -> Slot {
+        Slot {
+            id,
+            filament,
+            commands,
+            state,
+            plate_clear,
+            connected: false,
+            job: None,
+            reserved: None,
+            temps: Temps::default(),
+            percent: 0.0,
+            lines: None,
+            job_deadline: None,
+            last_announce: None,
+            pull_in_flight: false,
+            next_pull: None,
+            pull_errors: PullErrors::default(),
+        }
+    }
+}
+
 /// Failing polls of one printer: exponential back-off with jitter from the
 /// poll interval up to a minute, and one log line and event per streak.
 #[derive(Debug, Default)]

@@ -21,24 +21,8 @@ async fn store_with_p1(dir: &TempDir) -> Store {
 fn farm(store: Store) -> Farm {
     let (commands, _) = mpsc::channel(1);
     let (inputs_tx, _) = mpsc::channel(1);
-    let slot = Slot {
-        id: "p1".into(),
-        filament: None,
-        commands,
-        state: PrinterState::Idle,
-        plate_clear: true,
-        connected: true,
-        job: None,
-        reserved: None,
-        temps: Default::default(),
-        percent: 0.0,
-        lines: None,
-        job_deadline: None,
-        last_announce: None,
-        pull_in_flight: false,
-        next_pull: None,
-        pull_errors: Default::default(),
-    };
+    let mut slot = Slot::new("p1".into(), None, commands, PrinterState::Idle, true);
+    slot.connected = true;
     let settings = FarmSettings {
         spool_dir: store.data_dir().join("spool"),
         idle_announce: Duration::from_secs(10),
