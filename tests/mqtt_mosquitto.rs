@@ -358,3 +358,57 @@ async fn mutual_tls_with_and_without_a_client_certificate() {
     println!("no client certificate: {reason}");
     assert!(reason.contains("certificate"), "{reason}");
 }
+
+/// The real daemon against mosquitto: birth `online` (retained), then
+/// `kill -9` and another client sees the Last Will `offline`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_will_is_seen_when_the_daemon_is_killed() {
+    if !enabled() {
+        return;
+    }
+    let dir = Scratch::new("lwt");
+    let m = Mosquitto::start(&dir, "allow_anonymous true");
+    let config = dir.path("printgate.toml");
+    fs::write(
+        &config,
+        format!(
+            "[gateway]\nid = \"gw-lwt\"\ndata_dir = \"{}\"\n[mqtt]\nport = {}\nkeep_alive_s = 5\n",
+            dir.path("data").display(),
+            m.port
+        ),
+    )
+    .unwrap();
+    let topic = "device/gateway/gw-lwt/status";
+    let mut obs = Observer::connect(m.port, "lwt-observer", &[topic]).await;
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_printgate"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = |s: &Seen| {
+        serde_json::from_slice::<serde_json::Value>(&s.payload).unwrap()["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    obs.until("birth online", |s| {
+        s.topic == topic && status(s) == "online"
+    })
+    .await;
+    // SIGKILL: no DISCONNECT is sent, so the broker must fire the Will.
+    Command::new("kill")
+        .args(["-KILL", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = daemon.wait();
+    obs.until("last will offline", |s| {
+        s.topic == topic && status(s) == "offline"
+    })
+    .await;
+    // The Will is retained: a client subscribing later is told `offline`.
+    let mut late = Observer::connect(m.port, "lwt-late", &[topic]).await;
+    let seen = late.next("retained status").await;
+    assert!(seen.retain && status(&seen) == "offline", "{seen:?}");
+}
