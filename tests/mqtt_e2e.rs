@@ -113,6 +113,7 @@ fn seed_cycle_message_by_message() {
             printers: &["p1"],
             sim_args: &["--baud", "115200"],
             queue_manager: Some(qm.url()),
+            triggers: &[],
         },
     );
     let m = &rig.mirror;
@@ -288,6 +289,7 @@ fn home_assistant_discovery_is_retained_and_reannounced() {
             printers: &["p1", "p2"],
             sim_args: &[],
             queue_manager: None,
+            triggers: &[],
         },
     );
     let m = &rig.mirror;

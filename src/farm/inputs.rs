@@ -184,7 +184,9 @@ impl Farm {
             let Some(slot) = self.slots.get(&printer) else {
                 continue;
             };
-            let idle = slot.connected && slot.job.is_none() && slot.state != PrinterState::Printing;
+            // Idle only: never while printing, and not on a plate nobody has
+            // confirmed clear (a homing macro could hit the part).
+            let idle = slot.connected && slot.job.is_none() && slot.state == PrinterState::Idle;
             let (kind, msg) = if idle
                 && slot
                     .commands
@@ -195,7 +197,10 @@ impl Farm {
             } else {
                 (
                     "trigger_refused",
-                    format!("macro from {topic} refused: printer is not idle"),
+                    format!(
+                        "macro from {topic} refused: printer is {}, not idle",
+                        slot.state.as_str()
+                    ),
                 )
             };
             let item = self.msgs.event(&printer, kind, None, Some(&msg));

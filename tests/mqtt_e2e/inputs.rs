@@ -17,6 +17,7 @@ fn spec<'a>(name: &'a str, prefix: &'a str, gateway: &'a str) -> Spec<'a> {
         printers: &["p1"],
         sim_args: &["--baud", "115200"],
         queue_manager: None,
+        triggers: &[],
     }
 }
 
@@ -374,4 +375,54 @@ fn malformed_input_is_rejected_one_event_each_while_printing() {
         quiet.len(),
         moves.len()
     );
+}
+
+/// `[[trigger]]`: a message on the configured topic runs the macro on an
+/// idle printer; on an uncleared plate or while printing it is refused.
+#[test]
+fn a_trigger_runs_its_macro_only_on_an_idle_printer() {
+    let triggers = [("farm/purge", "p1", "G28\nM117 trigger-ran")];
+    let rig = Rig::start(
+        broker(),
+        Spec {
+            triggers: &triggers,
+            ..spec("triggers", "trg/", "gw-trg")
+        },
+    );
+    let m = &rig.mirror;
+    let events = rig.topic("printer/p1/event");
+    let fire = |expect: &str| {
+        let mark = m.len();
+        m.publish("farm/purge", b"{}");
+        m.wait_event(&events, expect, mark).1
+    };
+    let ran = |log: &std::path::Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == "M117 trigger-ran")
+            .count()
+    };
+    // A new printer's plate is not confirmed clear: refused.
+    let refused = fire("trigger_refused");
+    assert!(refused.json["message"]
+        .as_str()
+        .unwrap()
+        .contains("awaiting_clear"));
+    // Cleared and idle: the macro runs, once.
+    let mark = m.len();
+    m.publish(
+        &rig.topic("robot/rob-1/progress"),
+        robot_pick("rob-1", "p1").as_bytes(),
+    );
+    m.wait_event(&events, "plate_cleared", mark);
+    fire("trigger_run");
+    let log = rig.sim_log("p1");
+    wait_for("the macro executed", || (ran(&log) == 1).then_some(()));
+    // While a job prints: refused, and the macro does not run again.
+    rig.add_job("p1", "trg-job", 77, 3000);
+    wait_job(&rig, "trg-job", "printing");
+    fire("trigger_refused");
+    wait_job(&rig, "trg-job", "completed");
+    assert_eq!(ran(&log), 1, "the macro never runs during a print");
 }

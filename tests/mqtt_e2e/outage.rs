@@ -36,6 +36,7 @@ fn broker_outage_and_gateway_restart_lose_nothing() {
             printers: &["p1"],
             sim_args: &["--baud", "115200"],
             queue_manager: None,
+            triggers: &[],
         },
     );
     let m = &rig.mirror;

@@ -28,6 +28,8 @@ pub struct Spec<'a> {
     pub sim_args: &'a [&'a str],
     /// `[queue_manager] url`, when assignments need a model download.
     pub queue_manager: Option<String>,
+    /// `[[trigger]]` tables: (topic, printer, gcode).
+    pub triggers: &'a [(&'a str, &'a str, &'a str)],
 }
 
 /// Field order is drop order: processes first, the directory last.
@@ -214,6 +216,12 @@ fn write_config(dir: &Path, links: &[(&str, PathBuf)], port: u16, spec: &Spec<'_
         // scripted server answers requests in order.
         text.push_str(&format!(
             "[queue_manager]\nurl = \"{url}\"\npoll_interval_s = 3600\n"
+        ));
+    }
+    for (topic, printer, gcode) in spec.triggers {
+        let gcode = gcode.replace('\n', "\\n");
+        text.push_str(&format!(
+            "[[trigger]]\ntopic = \"{topic}\"\nprinter = \"{printer}\"\ngcode = \"{gcode}\"\n"
         ));
     }
     std::fs::write(&path, text).unwrap();
