@@ -246,7 +246,6 @@ impl fmt::Display for PrinterState {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use JobState as J;

@@ -89,7 +89,6 @@ fn send(states: &[NotifyState]) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use std::os::unix::net::UnixDatagram;

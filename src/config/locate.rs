@@ -123,7 +123,6 @@ fn find_value(value: &Spanned<DeValue<'_>>, at: usize, path: &mut KeyPath) -> bo
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

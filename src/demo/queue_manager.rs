@@ -319,7 +319,6 @@ fn response(status: u16, reason: &str, content_type: &str, body: &[u8]) -> Vec<u
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::bench::TempDir;

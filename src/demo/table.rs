@@ -189,7 +189,6 @@ pub fn summary(s: &Summary) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

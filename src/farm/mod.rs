@@ -11,7 +11,6 @@ pub mod messages;
 mod pull;
 mod reports;
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;
 
 use crate::lifecycle::PrinterState;

@@ -1,11 +1,5 @@
 //! Tables of malformed payloads per subscribed topic kind, and a seeded
 //! random-bytes property test: `parse_inbound` never panics.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
 use super::*;
 

@@ -66,12 +66,6 @@ fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 mod tests {
     use super::*;
     use crate::config::parse;

@@ -116,7 +116,6 @@ fn push_decimal(out: &mut Vec<u8>, mut v: u64) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

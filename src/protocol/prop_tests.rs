@@ -5,12 +5,6 @@
 //!
 //! The fake printer parses lines with its own code (not `line.rs`), so a
 //! framing bug shared by both cannot hide.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
 use super::*;
 use std::collections::VecDeque;

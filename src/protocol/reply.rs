@@ -267,7 +267,6 @@ fn parse_advanced_ok(rest: &str) -> Option<AdvancedOk> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -1,11 +1,5 @@
 //! Byte-for-byte tests of the host protocol with a quinn-style harness:
 //! `expect_sent`, `reply`, `advance`.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
 use super::*;
 use std::time::{Duration, Instant};

@@ -61,7 +61,6 @@ pub(crate) fn corrupt_line(rng: &mut Rng, line: &mut [u8]) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -303,7 +303,6 @@ impl EmergencyParser {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -55,7 +55,6 @@ mod thermal;
 mod wire;
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests;
 
 use std::fmt;

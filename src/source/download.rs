@@ -162,7 +162,6 @@ pub(crate) fn file_stem(job_id: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

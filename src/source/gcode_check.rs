@@ -145,7 +145,6 @@ pub fn check_gcode_file(path: &Path) -> Result<GcodeSummary, SourceError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -127,7 +127,6 @@ fn lenient_priority<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

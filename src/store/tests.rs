@@ -1,6 +1,5 @@
 //! Store tests that need crate internals: migrations, refusal of bad files.
 //! Behaviour through the public API is tested in `tests/store.rs`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::testdir::TestDir;
 use super::*;
