@@ -3,7 +3,7 @@
 //! reopen, wire pacing, stop. Every wait is bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use printgate::sim::{spawn, SimConfig, SimError};
@@ -12,27 +12,9 @@ use tokio_serial::{SerialPortBuilderExt, SerialStream};
 
 const WAIT: Duration = Duration::from_secs(5);
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("printgate-{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "../src/store/testdir.rs"]
+mod testdir;
+use testdir::TestDir;
 
 /// The host side: a port and a line buffer.
 struct Host {
@@ -104,9 +86,9 @@ fn framed(n: i64, cmd: &str) -> String {
 
 #[tokio::test]
 async fn banner_lines_log_reopen_and_stop() {
-    let dir = TempDir::new("sim-pty");
-    let link = dir.0.join("printer0");
-    let log = dir.0.join("received.log");
+    let dir = TestDir::new("sim-pty");
+    let link = dir.path().join("printer0");
+    let log = dir.path().join("received.log");
     let sim = spawn(
         &link,
         SimConfig {
@@ -186,8 +168,8 @@ async fn banner_lines_log_reopen_and_stop() {
 
 #[tokio::test]
 async fn opens_are_detected_after_a_quiet_period_without_host() {
-    let dir = TempDir::new("sim-reopen");
-    let link = dir.0.join("p");
+    let dir = TestDir::new("sim-reopen");
+    let link = dir.path().join("p");
     let sim = spawn(&link, SimConfig::default()).unwrap();
     for round in 1..=3u64 {
         let mut host = Host::open(&link);
@@ -203,8 +185,8 @@ async fn opens_are_detected_after_a_quiet_period_without_host() {
 
 #[tokio::test]
 async fn an_existing_symlink_is_replaced_and_a_file_is_refused() {
-    let dir = TempDir::new("sim-link");
-    let link = dir.0.join("p");
+    let dir = TestDir::new("sim-link");
+    let link = dir.path().join("p");
     std::os::unix::fs::symlink("/nonexistent", &link).unwrap();
     let sim = spawn(&link, SimConfig::default()).unwrap();
     assert_ne!(
@@ -213,7 +195,7 @@ async fn an_existing_symlink_is_replaced_and_a_file_is_refused() {
     );
     sim.stop();
 
-    let file = dir.0.join("regular");
+    let file = dir.path().join("regular");
     std::fs::write(&file, b"keep me").unwrap();
     let err = spawn(&file, SimConfig::default()).unwrap_err();
     assert!(matches!(err, SimError::LinkIsNotSymlink { .. }), "{err}");
@@ -224,15 +206,15 @@ async fn an_existing_symlink_is_replaced_and_a_file_is_refused() {
         ..SimConfig::default()
     };
     assert!(matches!(
-        spawn(&dir.0.join("q"), bad),
+        spawn(&dir.path().join("q"), bad),
         Err(SimError::Config(_))
     ));
 }
 
 #[tokio::test]
 async fn a_paced_wire_is_never_faster_than_baud_over_ten() {
-    let dir = TempDir::new("sim-paced");
-    let link = dir.0.join("p");
+    let dir = TestDir::new("sim-paced");
+    let link = dir.path().join("p");
     let sim = spawn(
         &link,
         SimConfig {
@@ -266,8 +248,8 @@ async fn a_paced_wire_is_never_faster_than_baud_over_ten() {
 /// was dropped.
 #[tokio::test]
 async fn a_windowed_sender_runs_at_wire_speed() {
-    let dir = TempDir::new("sim-window");
-    let link = dir.0.join("p");
+    let dir = TestDir::new("sim-window");
+    let link = dir.path().join("p");
     let sim = spawn(
         &link,
         SimConfig {
@@ -319,8 +301,8 @@ async fn a_windowed_sender_runs_at_wire_speed() {
 /// runs against the unpaced simulator, for the benchmarks' baseline.
 #[tokio::test]
 async fn unpaced_ping_pong_rate() {
-    let dir = TempDir::new("sim-rate");
-    let link = dir.0.join("p");
+    let dir = TestDir::new("sim-rate");
+    let link = dir.path().join("p");
     let sim = spawn(&link, SimConfig::default()).unwrap();
     let mut host = Host::open(&link);
     host.banner().await;
