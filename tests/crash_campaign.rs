@@ -157,21 +157,10 @@ fn kill_dash_nine_loses_nothing_and_prints_nothing_twice() {
         }
         for _ in 0..2 {
             let (printer, _) = &printers[rng.below(3) as usize];
-            let file = dir.path().join(format!("job{next_job}.gcode"));
-            write_job(&file, 100 + next_job, 200 + rng.below(400) as usize);
             let id = format!("job-{next_job}");
+            let moves = 200 + rng.below(400) as usize;
+            let (out, _) = add_job(dir.path(), &config, printer, &id, 100 + next_job, moves);
             next_job += 1;
-            let out = cli(&[
-                "job",
-                "add",
-                file.to_str().unwrap(),
-                "--printer",
-                printer,
-                "--id",
-                &id,
-                "--config",
-                cfg,
-            ]);
             if out.status.success() {
                 accepted.insert(id);
             }

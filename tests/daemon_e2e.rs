@@ -59,19 +59,9 @@ fn jobs_print_once_and_the_same_state_is_seen_after_a_restart() {
     // New printers start with the plate not confirmed clear: nothing prints.
     let mut expected = Vec::new();
     for (n, printer) in ["p1", "p2", "p1", "p2"].iter().enumerate() {
-        let file = dir.path().join(format!("job{n}.gcode"));
-        expected.push((printer.to_string(), write_job(&file, 10 + n as u32, 400)));
-        let out = cli(&[
-            "job",
-            "add",
-            file.to_str().unwrap(),
-            "--printer",
-            printer,
-            "--id",
-            &format!("job-{n}"),
-            "--config",
-            cfg(&config),
-        ]);
+        let id = format!("job-{n}");
+        let (out, moves) = add_job(dir.path(), &config, printer, &id, 10 + n as u32, 400);
+        expected.push((printer.to_string(), moves));
         assert!(
             out.status.success(),
             "{}",

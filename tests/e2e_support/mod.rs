@@ -128,6 +128,33 @@ pub fn write_job(path: &Path, tag: u32, moves: usize) -> Vec<String> {
     out
 }
 
+/// Writes job `id` (tagged moves, see [`write_job`]) to `<dir>/<id>.gcode`
+/// and queues it on `printer` with `printgate job add`; returns the CLI's
+/// output and the moves.
+pub fn add_job(
+    dir: &Path,
+    config: &Path,
+    printer: &str,
+    id: &str,
+    tag: u32,
+    moves: usize,
+) -> (Output, Vec<String>) {
+    let file = dir.join(format!("{id}.gcode"));
+    let expected = write_job(&file, tag, moves);
+    let out = cli(&[
+        "job",
+        "add",
+        file.to_str().unwrap(),
+        "--printer",
+        printer,
+        "--id",
+        id,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    (out, expected)
+}
+
 /// Moves (`G1 ` lines) the simulator executed, in order.
 pub fn executed_moves(log: &Path) -> Vec<String> {
     std::fs::read_to_string(log)

@@ -139,17 +139,12 @@ impl Rig {
 
     /// Queues `moves` tagged moves on `printer` with `printgate job add`.
     pub fn add_job(&self, printer: &str, id: &str, tag: u32, moves: usize) -> Vec<String> {
-        let file = self.dir.path().join(format!("{id}.gcode"));
-        let expected = write_job(&file, tag, moves);
-        self.cli(&[
-            "job",
-            "add",
-            file.to_str().unwrap(),
-            "--printer",
-            printer,
-            "--id",
-            id,
-        ]);
+        let (out, expected) = add_job(self.dir.path(), &self.config, printer, id, tag, moves);
+        assert!(
+            out.status.success(),
+            "printgate job add {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         expected
     }
 
