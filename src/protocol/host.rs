@@ -13,7 +13,7 @@
 //! host's job is liveness: keep the window full, rewind on `Resend:`, ignore
 //! stale repeats of a resend request, and probe when an `ok` goes missing.
 
-use super::line::{self, LineError, MAX_COMMAND_LEN};
+use super::line::{self, LineError};
 use super::queue::LineQueue;
 use super::reply::{parse_reply, ErrorKind, Reply};
 use super::{Config, Event, Firmware, LineKind, PrinterError, Stats};
@@ -188,15 +188,12 @@ impl HostProtocol {
 
     // ---- commands ----
 
-    /// Frames and queues one prepared command (see [`line::prepare`]).
+    /// Frames and queues one prepared command (see [`line::prepare`]);
+    /// refuses what would break the frame (see [`line::check_command`]).
     pub fn queue_line(&mut self, cmd: &str, kind: LineKind) -> Result<u64, LineError> {
-        if cmd.len() > MAX_COMMAND_LEN {
-            return Err(LineError::TooLong {
-                len: cmd.len(),
-                max: MAX_COMMAND_LEN,
-            });
-        }
-        line::prepare(cmd)?;
+        // The caller prepared `cmd` (comments and whitespace gone); only
+        // the framing guarantee is checked here, once per line.
+        line::check_command(cmd)?;
         Ok(self.queue.push(cmd, kind))
     }
 

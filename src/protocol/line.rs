@@ -59,14 +59,23 @@ pub fn prepare_range(raw: &str) -> Result<Option<std::ops::Range<usize>>, LineEr
     if cmd.is_empty() {
         return Ok(None);
     }
-    if let Some(&byte) = cmd
-        .as_bytes()
-        .iter()
-        .find(|b| b.is_ascii_control() && **b != b'\t')
-    {
-        return Err(LineError::ControlByte { byte });
+    check_command(cmd)?;
+    Ok(Some(start..start + cmd.len()))
+}
+
+/// What framing needs of a command, in one pass: no control bytes (they
+/// would end the line early), no `*` (it starts the checksum), and a length
+/// that fits a frame. `prepare` ends with it; the protocol core calls it
+/// alone on commands that were prepared already.
+pub fn check_command(cmd: &str) -> Result<(), LineError> {
+    let mut asterisk = false;
+    for &byte in cmd.as_bytes() {
+        if byte.is_ascii_control() && byte != b'\t' {
+            return Err(LineError::ControlByte { byte });
+        }
+        asterisk |= byte == b'*';
     }
-    if cmd.contains('*') {
+    if asterisk {
         return Err(LineError::Asterisk);
     }
     if cmd.len() > MAX_COMMAND_LEN {
@@ -75,7 +84,7 @@ pub fn prepare_range(raw: &str) -> Result<Option<std::ops::Range<usize>>, LineEr
             max: MAX_COMMAND_LEN,
         });
     }
-    Ok(Some(start..start + cmd.len()))
+    Ok(())
 }
 
 /// XOR of every byte, as Marlin computes it over `N<n> <command>`.
