@@ -203,27 +203,13 @@ impl LineQueue {
 /// Commands that can block the firmware for minutes (OctoPrint's list plus
 /// user waits); their `ok` gets the long time-out.
 fn is_long_command(cmd: &str) -> bool {
+    const LONG: [&str; 18] = [
+        "G4", "G28", "G29", "G30", "G32", "G33", "G34", "G35", "M0", "M1", "M109", "M190", "M191",
+        "M226", "M303", "M400", "M600", "M48",
+    ];
     let word = cmd.split_ascii_whitespace().next().unwrap_or("");
-    matches!(
-        word.to_ascii_uppercase().as_str(),
-        "G4" | "G28"
-            | "G29"
-            | "G30"
-            | "G32"
-            | "G33"
-            | "G34"
-            | "G35"
-            | "M0"
-            | "M1"
-            | "M109"
-            | "M190"
-            | "M191"
-            | "M226"
-            | "M303"
-            | "M400"
-            | "M600"
-            | "M48"
-    )
+    // Case-insensitive without allocating: this runs for every line.
+    LONG.iter().any(|long| long.eq_ignore_ascii_case(word))
 }
 
 #[cfg(test)]
@@ -255,6 +241,14 @@ mod tests {
         assert!(q.rewind(10).is_none(), "beyond history");
         assert!(q.rewind(90).is_some(), "within history");
         assert_eq!((q.acked(), q.send_next()), (90, 90));
+    }
+
+    #[test]
+    fn long_commands_are_recognised_in_any_case() {
+        assert!(is_long_command("G28"));
+        assert!(is_long_command("m109 S210"));
+        assert!(!is_long_command("G1 X1"));
+        assert!(!is_long_command("G280"));
     }
 
     #[test]
