@@ -52,13 +52,12 @@ pub fn run(dir: &Path, backlog: usize) -> anyhow::Result<MqttReport> {
             data.display()
         );
         let config = crate::config::parse(&text, Path::new("bench.toml"))?;
-        let (Some(m), Some(topics)) = (config.mqtt.clone(), wiring::topics(&config)) else {
-            anyhow::bail!("bench: mqtt config did not parse");
-        };
         let (farm_tx, _farm_rx) = mpsc::channel(16);
         let (stop_tx, stop_rx) = watch::channel(false);
         let t = Instant::now();
-        let mqtt = wiring::start_mqtt(&config, &m, topics, store.clone(), Arc::new(Notify::new()), farm_tx, stop_rx)?;
+        let Some(mqtt) = wiring::start_mqtt(&config, store.clone(), Arc::new(Notify::new()), farm_tx, stop_rx)? else {
+            anyhow::bail!("bench: the generated config has no [mqtt]");
+        };
         let deadline = Instant::now() + Duration::from_secs(300);
         while store.outbox_len().await? > 0 {
             if Instant::now() > deadline {

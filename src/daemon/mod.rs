@@ -64,7 +64,7 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
         })
         .collect();
     store.sync_printers(&seeds).await?;
-    let topics = wiring::topics(&config);
+    let topics = crate::mqtt::settings::topics(&config);
     let msgs = Messages::new(topics.clone());
     let announce = Messages::new(topics.clone());
     let recovery = store
@@ -120,18 +120,13 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
     drop(report_tx);
 
     let outbox_ready = Arc::new(Notify::new());
-    let mqtt = match (&config.mqtt, &topics) {
-        (Some(m), Some(t)) => Some(wiring::start_mqtt(
-            &config,
-            m,
-            t.clone(),
-            store.clone(),
-            outbox_ready.clone(),
-            farm_tx.clone(),
-            shutdown_rx.clone(),
-        )?),
-        _ => None,
-    };
+    let mqtt = wiring::start_mqtt(
+        &config,
+        store.clone(),
+        outbox_ready.clone(),
+        farm_tx.clone(),
+        shutdown_rx.clone(),
+    )?;
     let queue = wiring::queue_client(&config, &spool_dir)?;
     let control = crate::control::serve(&data_dir, spool_dir.clone(), farm_tx.clone())
         .await

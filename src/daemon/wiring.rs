@@ -1,12 +1,12 @@
 //! The daemon's plumbing: signals, settings translation, the MQTT link with
 //! its outbox pump and inbound dispatcher, the queue client, systemd glue.
 
-use crate::config::{Config, MqttConfig, SerialSettings};
+use crate::config::{Config, SerialSettings};
 use crate::farm::FarmInput;
 use crate::mqtt::discovery::{self, DeviceInfo};
 use crate::mqtt::inbound::{parse_inbound, Inbound, InboundError, InboundErrorKind};
-use crate::mqtt::link::{self, LinkEvent, LinkSettings, OutboxMessage, TlsSettings};
-use crate::mqtt::payload::{rfc3339, Availability, GatewayStatus};
+use crate::mqtt::link::{self, LinkEvent, OutboxMessage};
+use crate::mqtt::settings::link_settings;
 use crate::mqtt::topics::{InTopic, Topics};
 use crate::source::{Auth, QueueClient, QueueSettings};
 use crate::store::Store;
@@ -44,16 +44,6 @@ pub fn protocol_config(s: &SerialSettings) -> crate::protocol::Config {
         baud: s.baud,
         ..crate::protocol::Config::default()
     }
-}
-
-pub fn topics(config: &Config) -> Option<Topics> {
-    let m = config.mqtt.as_ref()?;
-    Some(
-        Topics::new(&config.gateway.id)
-            .with_prefix(&m.topic_prefix)
-            .with_discovery_prefix(&m.discovery_prefix)
-            .with_triggers(config.triggers.iter().map(|t| t.topic.clone()).collect()),
-    )
 }
 
 pub fn queue_client(config: &Config, spool_dir: &Path) -> anyhow::Result<Option<Arc<QueueClient>>> {
@@ -108,56 +98,20 @@ impl Mqtt {
     }
 }
 
-fn gateway_status(config: &Config, status: Availability) -> Vec<u8> {
-    GatewayStatus {
-        status,
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        printers: config.printers().iter().map(|p| p.id.clone()).collect(),
-        timestamp: rfc3339(SystemTime::now()),
-    }
-    .to_bytes()
-}
-
-#[allow(clippy::too_many_arguments)]
+/// Starts the MQTT side when the config has `[mqtt]`: the link (settings
+/// from [`link_settings`]), the outbox pump and the inbound dispatcher.
 pub fn start_mqtt(
     config: &Config,
-    m: &MqttConfig,
-    topics: Topics,
     store: Store,
     outbox_ready: Arc<Notify>,
     farm: mpsc::Sender<FarmInput>,
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<Mqtt> {
-    let read = |p: &Path, key: &str| {
-        std::fs::read(p).with_context(|| format!("cannot read mqtt.{key} {}", p.display()))
+) -> anyhow::Result<Option<Mqtt>> {
+    let (Some(m), Some(settings)) = (&config.mqtt, link_settings(config, SystemTime::now())?)
+    else {
+        return Ok(None);
     };
-    let tls = match &m.ca_file {
-        Some(ca) => Some(TlsSettings {
-            ca_pem: read(ca, "ca_file")?,
-            client_auth: match (&m.client_cert, &m.client_key) {
-                (Some(c), Some(k)) => Some((read(c, "client_cert")?, read(k, "client_key")?)),
-                _ => None,
-            },
-        }),
-        None => None,
-    };
-    let printers: Vec<String> = config.printers().iter().map(|p| p.id.clone()).collect();
-    let settings = LinkSettings {
-        host: m.host.clone(),
-        port: m.port,
-        client_id: m.client_id.clone(),
-        username: m.username.clone(),
-        password: m.password()?,
-        tls,
-        keep_alive: Duration::from_secs(m.keep_alive_s.max(5)),
-        topics: topics.clone(),
-        printers: printers.clone(),
-        extra_subscriptions: topics.triggers().to_vec(),
-        birth: gateway_status(config, Availability::Online),
-        will: gateway_status(config, Availability::Offline),
-        backoff_initial: Duration::from_secs(1),
-        backoff_max: Duration::from_secs(60),
-    };
+    let (topics, printers) = (settings.topics.clone(), settings.printers.clone());
     let (outbox_tx, outbox_rx) = mpsc::channel(link::WINDOW * 2);
     let (events_tx, events_rx) = mpsc::channel(256);
     let handle = link::spawn(settings, outbox_rx, events_tx, shutdown.clone());
@@ -188,11 +142,11 @@ pub fn start_mqtt(
         volatile.clone(),
         discovery.unwrap_or_default(),
     ));
-    Ok(Mqtt {
+    Ok(Some(Mqtt {
         volatile,
         tasks: vec![pump, dispatcher],
         forwarder,
-    })
+    }))
 }
 
 /// Feeds the link from the outbox, oldest first. The seq is written into

@@ -12,16 +12,24 @@ use crate::config::{Config, ConfigError, MqttConfig};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+/// The topic contract for `cfg` (prefixes, trigger topics in config order),
+/// or `None` when the config has no `[mqtt]`.
+pub fn topics(cfg: &Config) -> Option<Topics> {
+    let m = cfg.mqtt.as_ref()?;
+    Some(
+        Topics::new(&cfg.gateway.id)
+            .with_prefix(&m.topic_prefix)
+            .with_discovery_prefix(&m.discovery_prefix)
+            .with_triggers(cfg.triggers.iter().map(|t| t.topic.clone()).collect()),
+    )
+}
+
 /// The link settings for `cfg`, or `None` when the config has no `[mqtt]`.
 /// `now` stamps the birth and will payloads.
 pub fn link_settings(cfg: &Config, now: SystemTime) -> Result<Option<LinkSettings>, ConfigError> {
-    let Some(m) = cfg.mqtt.as_ref() else {
+    let (Some(m), Some(topics)) = (cfg.mqtt.as_ref(), topics(cfg)) else {
         return Ok(None);
     };
-    let topics = Topics::new(&cfg.gateway.id)
-        .with_prefix(&m.topic_prefix)
-        .with_discovery_prefix(&m.discovery_prefix)
-        .with_triggers(cfg.triggers.iter().map(|t| t.topic.clone()).collect());
     let printers: Vec<String> = cfg.printers().iter().map(|p| p.id.clone()).collect();
     let status = |status| GatewayStatus {
         status,
