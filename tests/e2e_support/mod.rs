@@ -167,12 +167,48 @@ pub fn executed_moves(log: &Path) -> Vec<String> {
 
 /// A gateway config for simulated printers `(id, link)`, optional MQTT port.
 pub fn gateway_config(dir: &Path, printers: &[(&str, PathBuf)], mqtt_port: Option<u16>) -> PathBuf {
+    let extras = ConfigExtras {
+        mqtt_port,
+        ..ConfigExtras::default()
+    };
+    gateway_config_with(dir, printers, &extras)
+}
+
+/// What a test adds to the generated gateway config.
+pub struct ConfigExtras<'a> {
+    pub gateway: &'a str,
+    pub mqtt_port: Option<u16>,
+    /// More `[mqtt]` keys (one per line), when `mqtt_port` is set.
+    pub mqtt_keys: &'a str,
+    /// More sections at the end (`[queue_manager]`, `[[trigger]]`, ...).
+    pub tail: &'a str,
+}
+
+impl Default for ConfigExtras<'_> {
+    fn default() -> Self {
+        ConfigExtras {
+            gateway: "gw-test",
+            mqtt_port: None,
+            mqtt_keys: "",
+            tail: "",
+        }
+    }
+}
+
+/// [`gateway_config`] with a gateway id, more `[mqtt]` keys and more sections.
+pub fn gateway_config_with(
+    dir: &Path,
+    printers: &[(&str, PathBuf)],
+    extras: &ConfigExtras<'_>,
+) -> PathBuf {
     let mut text = format!(
-        "[gateway]\nid = \"gw-test\"\ndata_dir = \"{}\"\n[serial]\nbaud = 250000\nboot_timeout_ms = 1500\nack_timeout_ms = 500\nreopen_max_s = 1\n",
+        "[gateway]\nid = \"{}\"\ndata_dir = \"{}\"\n[serial]\nbaud = 250000\nboot_timeout_ms = 1500\nack_timeout_ms = 500\nreopen_max_s = 1\n",
+        extras.gateway,
         dir.join("data").display()
     );
-    if let Some(port) = mqtt_port {
+    if let Some(port) = extras.mqtt_port {
         text.push_str(&format!("[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nprogress_interval_s = 1\nidle_announce_s = 1\nkeep_alive_s = 5\n"));
+        text.push_str(extras.mqtt_keys);
     }
     for (id, link) in printers {
         text.push_str(&format!(
@@ -180,6 +216,7 @@ pub fn gateway_config(dir: &Path, printers: &[(&str, PathBuf)], mqtt_port: Optio
             link.display()
         ));
     }
+    text.push_str(extras.tail);
     let path = dir.join("printgate.toml");
     std::fs::write(&path, text).unwrap();
     path

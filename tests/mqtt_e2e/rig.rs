@@ -190,37 +190,31 @@ impl Drop for Rig {
 
 /// `gateway_config` with this test's gateway id, prefixes and queue manager.
 fn write_config(dir: &Path, links: &[(&str, PathBuf)], port: u16, spec: &Spec<'_>) -> PathBuf {
-    let path = gateway_config(dir, links, Some(port));
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains("id = \"gw-test\"\n") && text.contains("[mqtt]\n"));
-    let mut text = text.replacen(
-        "id = \"gw-test\"\n",
-        &format!("id = \"{}\"\n", spec.gateway),
-        1,
+    let mqtt_keys = format!(
+        "topic_prefix = \"{}\"\ndiscovery_prefix = \"{}\"\n",
+        spec.prefix, spec.discovery
     );
-    text = text.replacen(
-        "[mqtt]\n",
-        &format!(
-            "[mqtt]\ntopic_prefix = \"{}\"\ndiscovery_prefix = \"{}\"\n",
-            spec.prefix, spec.discovery
-        ),
-        1,
-    );
+    let mut tail = String::new();
     if let Some(url) = &spec.queue_manager {
         // One poll when a plate is cleared, then none for an hour: the
         // scripted server answers requests in order.
-        text.push_str(&format!(
+        tail.push_str(&format!(
             "[queue_manager]\nurl = \"{url}\"\npoll_interval_s = 3600\n"
         ));
     }
     for (topic, printer, gcode) in spec.triggers {
         let gcode = gcode.replace('\n', "\\n");
-        text.push_str(&format!(
+        tail.push_str(&format!(
             "[[trigger]]\ntopic = \"{topic}\"\nprinter = \"{printer}\"\ngcode = \"{gcode}\"\n"
         ));
     }
-    std::fs::write(&path, text).unwrap();
-    path
+    let extras = ConfigExtras {
+        gateway: spec.gateway,
+        mqtt_port: Some(port),
+        mqtt_keys: &mqtt_keys,
+        tail: &tail,
+    };
+    gateway_config_with(dir, links, &extras)
 }
 
 /// `wait_until` that hands back what the condition found; LIMIT at most.

@@ -87,18 +87,21 @@ impl Rig {
             .collect();
         let qm = QueueManager::start();
         let prefix = options.prefix.map_or(format!("{name}/"), str::to_owned);
-        let config = gateway_config(dir.path(), &printers, Some(port));
-        let text = std::fs::read_to_string(&config).unwrap().replace(
-            "[mqtt]\n",
-            &format!("[mqtt]\ntopic_prefix = \"{prefix}\"\nclient_id = \"printgate-{name}\"\n"),
-        ) + &format!(
+        let mqtt_keys = format!("topic_prefix = \"{prefix}\"\nclient_id = \"printgate-{name}\"\n");
+        let tail = format!(
             "[queue_manager]\nurl = \"{}\"\npoll_interval_s = {}\nread_timeout_s = {}\nconnect_timeout_s = 2\nmax_retries = {}\n",
             qm.url(),
             options.poll_interval_s,
             options.read_timeout_s,
             options.max_retries
         );
-        std::fs::write(&config, text).unwrap();
+        let extras = ConfigExtras {
+            mqtt_port: Some(port),
+            mqtt_keys: &mqtt_keys,
+            tail: &tail,
+            ..ConfigExtras::default()
+        };
+        let config = gateway_config_with(dir.path(), &printers, &extras);
         let mqtt = Mqtt::start(port, name, &prefix, options.robot);
         Rig {
             daemon_log: dir.path().join("daemon.log"),
