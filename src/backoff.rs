@@ -4,6 +4,7 @@
 //! poller, downloads, serial reopen). No clock and no sleeping here: callers
 //! ask for the next delay and sleep themselves, so tests stay deterministic.
 
+use crate::rng::Xorshift64;
 use std::time::Duration;
 
 /// Exponential back-off: `initial`, doubling up to `max`, each delay spread by
@@ -15,7 +16,7 @@ pub struct Backoff {
     max: Duration,
     jitter: f64,
     attempt: u32,
-    rng: u64,
+    rng: Xorshift64,
 }
 
 impl Backoff {
@@ -25,8 +26,7 @@ impl Backoff {
             max: max.max(initial),
             jitter: jitter.clamp(0.0, 1.0),
             attempt: 0,
-            // xorshift must not start at zero.
-            rng: seed | 1,
+            rng: Xorshift64::from_state(seed | 1),
         }
     }
 
@@ -39,7 +39,7 @@ impl Backoff {
             .unwrap_or(self.max)
             .min(self.max);
         self.attempt = self.attempt.saturating_add(1);
-        let spread = (self.next_unit() * 2.0 - 1.0) * self.jitter; // in [-jitter, +jitter]
+        let spread = (self.rng.unit() * 2.0 - 1.0) * self.jitter; // in [-jitter, +jitter]
         base.mul_f64((1.0 + spread).max(0.0))
     }
 
@@ -51,16 +51,6 @@ impl Backoff {
     /// Call after a success: the next failure starts from `initial` again.
     pub fn reset(&mut self) {
         self.attempt = 0;
-    }
-
-    /// A uniform number in [0, 1) from xorshift64.
-    fn next_unit(&mut self) -> f64 {
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        (x >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

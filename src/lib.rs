@@ -33,6 +33,7 @@ pub mod mqtt;
 pub mod notify;
 pub mod printer;
 pub mod protocol;
+pub mod rng;
 pub mod sim;
 pub mod source;
 pub mod store;

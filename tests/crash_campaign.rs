@@ -9,19 +9,10 @@
 mod e2e_support;
 
 use e2e_support::*;
+use printgate::rng::Xorshift64;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
-
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
 
 fn outbox_seqs(data: &Path) -> Vec<u64> {
     let conn = rusqlite::Connection::open_with_flags(
@@ -87,7 +78,7 @@ fn kill_dash_nine_loses_nothing_and_prints_nothing_twice() {
     let config = gateway_config(dir.path(), &printers, Some(dead_port));
     let cfg = config.to_str().unwrap();
     let daemon_log = dir.path().join("daemon.log");
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut rng = Xorshift64::from_state(0x5eed_1234_abcd_0001);
     let mut accepted: HashSet<String> = HashSet::new();
     let mut next_job = 0u32;
     let mut interrupted_seen = 0usize;

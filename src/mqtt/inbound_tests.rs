@@ -2,6 +2,7 @@
 //! random-bytes property test: `parse_inbound` never panics.
 
 use super::*;
+use crate::rng::Xorshift64 as Rng;
 
 const ASSIGN: &str = "device/printer/p1/assignement";
 const COMMAND: &str = "device/printer/p1/command";
@@ -255,20 +256,6 @@ fn valid_messages_parse() {
     );
 }
 
-/// xorshift64: deterministic, so a failure reproduces from its case number.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 #[test]
 fn random_bytes_never_panic() {
     let topics_list = [
@@ -284,22 +271,22 @@ fn random_bytes_never_panic() {
         SEED_ROBOT.as_bytes(),
         br#"{"command":"cancel","jobId":"j"}"#,
     ];
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut rng = Rng::from_state(0x5eed_1234_abcd_0001);
     let mut accepted = 0;
     for case in 0..10_000 {
-        let topic = topics_list[rng.below(topics_list.len())];
-        let payload: Vec<u8> = if rng.below(2) == 0 {
-            (0..rng.below(300)).map(|_| rng.next() as u8).collect()
+        let topic = topics_list[rng.index(topics_list.len())];
+        let payload: Vec<u8> = if rng.index(2) == 0 {
+            (0..rng.index(300)).map(|_| rng.next_u64() as u8).collect()
         } else {
             // Mutate a valid payload: flip, insert or cut a few bytes.
-            let mut p = templates[rng.below(templates.len())].to_vec();
-            for _ in 0..=rng.below(4) {
-                let at = rng.below(p.len() + 1);
-                match rng.below(3) {
-                    0 if at < p.len() => p[at] = rng.next() as u8,
+            let mut p = templates[rng.index(templates.len())].to_vec();
+            for _ in 0..=rng.index(4) {
+                let at = rng.index(p.len() + 1);
+                match rng.index(3) {
+                    0 if at < p.len() => p[at] = rng.next_u64() as u8,
                     1 => {
                         let alphabet = b"{}[]\",:0-e\\\xc3";
-                        p.insert(at, alphabet[rng.below(alphabet.len())]);
+                        p.insert(at, alphabet[rng.index(alphabet.len())]);
                     }
                     _ => p.truncate(at),
                 }

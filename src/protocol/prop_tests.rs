@@ -7,24 +7,9 @@
 //! framing bug shared by both cannot hide.
 
 use super::*;
+use crate::rng::Xorshift64 as Rng;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() % 1_000_000) as f64 / 1_000_000.0 < p
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 struct Faults {
     corrupt: f64,
@@ -161,7 +146,7 @@ impl FakeMarlin {
 }
 
 fn run_case(seed: u64, lines: usize, f: Faults) {
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng::from_state(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let cfg = Config {
         ack_timeout: Duration::from_millis(300),
         max_resends_per_line: 1000,
@@ -320,7 +305,7 @@ fn noisy_link_without_resend_ok_executes_every_line_once() {
 
 #[test]
 fn arbitrary_bytes_never_panic_and_acks_never_go_backwards() {
-    let mut rng = Rng(12345);
+    let mut rng = Rng::from_state(12345);
     let words: [&[u8]; 12] = [
         b"ok",
         b"ok N3 P1 B2",

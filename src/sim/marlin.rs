@@ -106,7 +106,7 @@ impl Marlin {
                 cfg.heat_time_scale,
                 cfg.advanced_ok,
             ),
-            rng: Rng::new(cfg.seed),
+            rng: Rng::seeded(cfg.seed),
             log: Vec::new(),
             stats: SimStats::default(),
         }
