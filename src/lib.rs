@@ -28,6 +28,7 @@ pub mod daemon;
 #[cfg(feature = "embedded-broker")]
 pub mod demo;
 pub mod farm;
+pub mod jobspec;
 pub mod lifecycle;
 pub mod mqtt;
 pub mod notify;

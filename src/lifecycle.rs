@@ -139,7 +139,12 @@ pub fn job_transition_allowed(from: JobState, to: JobState) -> bool {
         // Back to queued: a download interrupted by a restart starts over.
         Downloading => matches!(to, Ready | Failed | Cancelled | Queued),
         Ready => matches!(to, Printing | Cancelled | Failed),
-        Printing => matches!(to, Paused | Completed | Failed | Cancelled | Interrupted),
+        // Back to ready: the printer refused the start before any line went
+        // out (it dropped between the decision and the command).
+        Printing => matches!(
+            to,
+            Ready | Paused | Completed | Failed | Cancelled | Interrupted
+        ),
         Paused => matches!(to, Printing | Cancelled | Failed | Interrupted),
         Completed | Failed | Cancelled | Interrupted => false,
     }
@@ -147,7 +152,10 @@ pub fn job_transition_allowed(from: JobState, to: JobState) -> bool {
 
 /// The only printer transition table.
 ///
-/// - a print ending in any way (completed, cancelled, failed) → `awaiting_clear`;
+/// - a print ending in any way (completed, cancelled, failed) → `awaiting_clear`,
+///   except a job that ended before its first line went out: the plate is
+///   as clear as before, so `printing`/`paused` → `idle` (the farm decides
+///   this from the printer task's count of lines sent);
 /// - `awaiting_clear` → `idle` only via a plate-clear confirmation (the store
 ///   refuses it unless the same write sets `plate_clear = true`);
 /// - any state → `offline` (port lost) or `error` (fault);
@@ -166,8 +174,8 @@ pub fn printer_transition_allowed(from: PrinterState, to: PrinterState) -> bool 
     match from {
         Offline => matches!(to, Idle | AwaitingClear),
         Idle => matches!(to, Printing),
-        Printing => matches!(to, Paused | AwaitingClear),
-        Paused => matches!(to, Printing | AwaitingClear),
+        Printing => matches!(to, Paused | AwaitingClear | Idle),
+        Paused => matches!(to, Printing | AwaitingClear | Idle),
         AwaitingClear => matches!(to, Idle),
         Error => matches!(to, AwaitingClear),
     }
@@ -268,6 +276,7 @@ mod tests {
             (
                 J::Printing,
                 &[
+                    J::Ready,
                     J::Paused,
                     J::Completed,
                     J::Failed,
@@ -320,6 +329,7 @@ mod tests {
                     P::Printing,
                     P::Paused,
                     P::AwaitingClear,
+                    P::Idle,
                     P::Offline,
                     P::Error,
                 ],
@@ -330,6 +340,7 @@ mod tests {
                     P::Paused,
                     P::Printing,
                     P::AwaitingClear,
+                    P::Idle,
                     P::Offline,
                     P::Error,
                 ],
@@ -353,10 +364,8 @@ mod tests {
     }
 
     #[test]
-    fn only_awaiting_clear_leads_back_to_idle_after_a_print() {
-        for from in [P::Printing, P::Paused, P::Error] {
-            assert!(!printer_transition_allowed(from, P::Idle), "{from}");
-        }
+    fn an_error_never_leads_straight_back_to_idle() {
+        assert!(!printer_transition_allowed(P::Error, P::Idle));
     }
 
     #[test]

@@ -316,6 +316,7 @@ async fn inbound_goes_through_validation_end_to_end() {
         Inbound::Assignment {
             printer,
             assignment,
+            ..
         } => {
             assert_eq!(
                 (printer.as_str(), assignment.job_id.as_str()),

@@ -55,7 +55,7 @@ pub fn run(dir: &Path, backlog: usize) -> anyhow::Result<MqttReport> {
         let (farm_tx, _farm_rx) = mpsc::channel(16);
         let (stop_tx, stop_rx) = watch::channel(false);
         let t = Instant::now();
-        let Some(mqtt) = wiring::start_mqtt(&config, store.clone(), Arc::new(Notify::new()), farm_tx, stop_rx)? else {
+        let Some(mqtt) = wiring::start_mqtt(&config, store.clone(), Arc::new(Notify::new()), farm_tx, Default::default(), stop_rx)? else {
             anyhow::bail!("bench: the generated config has no [mqtt]");
         };
         let deadline = Instant::now() + Duration::from_secs(300);

@@ -13,8 +13,8 @@ mod validate;
 
 pub use locate::KeyPath;
 pub use sections::{
-    GatewayConfig, JobsConfig, MqttConfig, PrinterConfig, QueueManagerConfig, SerialSettings,
-    TriggerConfig,
+    GatewayConfig, JobsConfig, ModelsConfig, MqttConfig, PrinterConfig, QueueManagerConfig,
+    RobotConfig, SerialSettings, TriggerConfig,
 };
 use sections::{PrinterSection, SerialSection};
 
@@ -65,6 +65,9 @@ pub struct Config {
     pub queue_manager: Option<QueueManagerConfig>,
     pub jobs: JobsConfig,
     pub triggers: Vec<TriggerConfig>,
+    pub models: ModelsConfig,
+    /// `[[robot]]`: empty means any robot may clear any printer.
+    pub robots: Vec<RobotConfig>,
     printers: Vec<PrinterConfig>,
 }
 
@@ -72,6 +75,39 @@ impl Config {
     /// Every printer, with `[serial]` defaults and its own overrides resolved.
     pub fn printers(&self) -> &[PrinterConfig] {
         &self.printers
+    }
+
+    /// Whether this gateway asks the queue manager for jobs itself.
+    pub fn pulls(&self) -> bool {
+        self.queue_manager.as_ref().is_some_and(|q| q.pull)
+    }
+
+    /// How jobs reach this gateway: `push-only` (the farm's job handler
+    /// assigns over MQTT), `pull` (the gateway asks the queue manager, no
+    /// MQTT), `push + pull` (both), or `local only` (CLI jobs only).
+    pub fn mode(&self) -> &'static str {
+        match (self.mqtt.is_some(), self.pulls()) {
+            (true, false) => "push-only",
+            (false, true) => "pull",
+            (true, true) => "push + pull",
+            (false, false) => "local only",
+        }
+    }
+
+    /// Whether `device/printers` is published (see `MqttConfig`).
+    pub fn publishes_printers_list(&self) -> bool {
+        self.mqtt
+            .as_ref()
+            .is_some_and(|m| m.publish_printers_list.unwrap_or_else(|| self.pulls()))
+    }
+
+    /// Hosts an absolute `modelUrl` may point at.
+    pub fn model_hosts(&self) -> Vec<String> {
+        let mut hosts = self.models.allowed_hosts.clone();
+        if let Some(q) = &self.queue_manager {
+            hosts.extend(q.allowed_hosts.iter().cloned());
+        }
+        hosts
     }
 
     /// The one-line summary `printgate check-config` prints.
@@ -85,8 +121,9 @@ impl Config {
             .as_ref()
             .map_or("off".to_owned(), |q| q.url.clone());
         format!(
-            "ok: {} printers, mqtt: {mqtt}, queue manager: {qm}",
-            self.printers.len()
+            "ok: {} printers, mode: {}, mqtt: {mqtt}, queue manager: {qm}",
+            self.printers.len(),
+            self.mode()
         )
     }
 }
@@ -106,6 +143,10 @@ struct RawConfig {
     printer: Vec<PrinterSection>,
     #[serde(default)]
     trigger: Vec<TriggerConfig>,
+    #[serde(default)]
+    models: ModelsConfig,
+    #[serde(default)]
+    robot: Vec<RobotConfig>,
 }
 
 /// Reads and validates the config file; the first problem is the error.
@@ -189,6 +230,8 @@ fn parse_all(text: &str, origin: &Path) -> Result<Config, Vec<ConfigError>> {
         queue_manager: raw.queue_manager,
         jobs: raw.jobs,
         triggers: raw.trigger,
+        models: raw.models,
+        robots: raw.robot,
         printers,
     })
 }

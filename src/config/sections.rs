@@ -125,6 +125,13 @@ pub struct MqttConfig {
     pub idle_announce_s: u64,
     pub homeassistant: bool,
     pub discovery_prefix: String,
+    /// Publish `device/printers` (robots act on it). Default: only when this
+    /// gateway pulls jobs itself; with a job handler (push) the handler owns it.
+    pub publish_printers_list: Option<bool>,
+    /// Robot reports and commands with an older `timestamp` are not acted on.
+    pub max_message_age_s: u64,
+    /// Tolerated clock difference with the robots and the job handler.
+    pub clock_skew_s: u64,
 }
 
 impl Default for MqttConfig {
@@ -146,6 +153,9 @@ impl Default for MqttConfig {
             idle_announce_s: 10,
             homeassistant: true,
             discovery_prefix: "homeassistant".into(),
+            publish_printers_list: None,
+            max_message_age_s: 120,
+            clock_skew_s: 30,
         }
     }
 }
@@ -189,6 +199,9 @@ impl MqttConfig {
 pub struct QueueManagerConfig {
     /// Base URL, `http://` or `https://`.
     pub url: String,
+    /// Ask `/prioritary_job` for work (pull mode). `false`: the URL only
+    /// resolves and serves pushed models (the farm's job handler assigns).
+    pub pull: bool,
     pub poll_interval_s: u64,
     /// Bearer token; or `username` + `password` for basic auth.
     pub token: Option<String>,
@@ -207,6 +220,7 @@ impl Default for QueueManagerConfig {
     fn default() -> Self {
         QueueManagerConfig {
             url: "http://127.0.0.1:8080".into(),
+            pull: true,
             poll_interval_s: 5,
             token: None,
             username: None,
@@ -250,4 +264,23 @@ pub struct TriggerConfig {
     pub printer: String,
     /// Lines separated by `\n`.
     pub gcode: String,
+    /// Where the macro's completion is published (to chain triggers).
+    #[serde(default)]
+    pub complete_topic: Option<String>,
+}
+
+/// Where pushed models may come from without a queue manager.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// Hosts (`name` or `name:port`) an absolute `modelUrl` may point at.
+    pub allowed_hosts: Vec<String>,
+}
+
+/// A robot and the printers whose plates it may clear.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RobotConfig {
+    pub id: String,
+    pub printers: Vec<String>,
 }

@@ -26,7 +26,7 @@ fn example_config_parses_with_every_section() {
     assert_eq!(cfg.triggers[0].gcode, "G28\nM104 S0");
     assert_eq!(
         cfg.summary(),
-        "ok: 2 printers, mqtt: 127.0.0.1:1883, queue manager: http://127.0.0.1:8080"
+        "ok: 2 printers, mode: push + pull, mqtt: 127.0.0.1:1883, queue manager: http://127.0.0.1:8080"
     );
 }
 
@@ -38,7 +38,7 @@ fn minimal_config_gets_defaults_and_optional_sections_are_off() {
     assert!(cfg.mqtt.is_none() && cfg.queue_manager.is_none());
     assert_eq!(
         cfg.summary(),
-        "ok: 0 printers, mqtt: off, queue manager: off"
+        "ok: 0 printers, mode: local only, mqtt: off, queue manager: off"
     );
 }
 

@@ -29,6 +29,19 @@ pub(super) fn validate(raw: &RawConfig, serial: &SerialSettings) -> Problems {
     check_serial(&mut out, serial, |key| KeyPath::of("serial", None, key));
     check_printers(&mut out, &raw.printer, serial);
     check_triggers(&mut out, &raw.trigger, &raw.printer);
+    check_robots(&mut out, &raw.robot, &raw.printer);
+    if raw
+        .models
+        .allowed_hosts
+        .iter()
+        .any(|h| h.trim().is_empty() || h.contains('/'))
+    {
+        push(
+            &mut out,
+            KeyPath::of("models", None, "allowed_hosts"),
+            "expected host names like `files.example.com` or `files.example.com:8080`",
+        );
+    }
     if let Some(m) = &raw.mqtt {
         check_mqtt(&mut out, m);
     }
@@ -173,6 +186,34 @@ fn check_triggers(out: &mut Problems, triggers: &[TriggerConfig], printers: &[Pr
         if t.gcode.trim().is_empty() {
             push(out, key("gcode"), "must not be empty");
         }
+        if let Some(c) = &t.complete_topic {
+            if c.trim().is_empty() || c.contains(['+', '#']) {
+                push(
+                    out,
+                    key("complete_topic"),
+                    "expected a topic without MQTT wildcards + or #",
+                );
+            }
+        }
+    }
+}
+
+fn check_robots(out: &mut Problems, robots: &[super::RobotConfig], printers: &[PrinterSection]) {
+    let mut ids = HashMap::new();
+    for (i, r) in robots.iter().enumerate() {
+        let key = |k: &str| KeyPath::of("robot", Some(i), k);
+        check_id(out, key("id"), &r.id);
+        if let Some(first) = ids.insert(r.id.as_str(), i) {
+            out.push((
+                key("id"),
+                format!("duplicate robot id `{}` (also robot[{first}])", r.id),
+            ));
+        }
+        for p in &r.printers {
+            if !printers.iter().any(|x| &x.id == p) {
+                out.push((key("printers"), format!("no [[printer]] with id `{p}`")));
+            }
+        }
     }
 }
 
@@ -227,6 +268,13 @@ fn check_mqtt(out: &mut Problems, m: &MqttConfig) {
     if m.discovery_prefix.is_empty() {
         push(out, key("discovery_prefix"), "must not be empty");
     }
+    range(
+        out,
+        key("max_message_age_s"),
+        m.max_message_age_s,
+        5..=86_400,
+    );
+    range(out, key("clock_skew_s"), m.clock_skew_s, 0..=3600);
 }
 
 fn check_queue_manager(out: &mut Problems, q: &QueueManagerConfig) {

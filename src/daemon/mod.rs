@@ -11,17 +11,17 @@ pub(crate) mod wiring;
 
 use crate::config::Config;
 use crate::farm::messages::Messages;
-use crate::farm::{Farm, FarmSettings, Slot, Trigger};
-use crate::lifecycle::PrinterState;
+use crate::farm::{Driver, FarmCore, Parts, PrinterLink, Snapshot};
 use crate::printer::{self, PrinterSettings};
 use crate::store::{PrinterSeed, Store};
 use anyhow::Context;
-use log::{info, warn};
+use log::{debug, error, info, warn};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch, Notify};
 
 #[derive(Debug, clap::Args)]
@@ -37,17 +37,25 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let shutdown = wiring::shutdown_signal().context("cannot install signal handlers")?;
         run_daemon(config, shutdown).await
-    })?;
+    });
+    // Blocking work still running (a download stuck in a read) must not hold
+    // the stop past systemd's TimeoutStopSec: its partial file is removed at
+    // the next start.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Runs the gateway until `shutdown` completes. Errors are start-up errors
-/// (store, socket); everything after start-up is handled and logged.
+/// (lock, store, socket); everything after start-up is handled and logged.
 pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let data_dir = config.gateway.data_dir.clone();
+    // Before anything else: a second daemon on this folder would recover
+    // (interrupt) the first one's running jobs and fight over its ports.
+    let _lock = wiring::lock_data_dir(&data_dir)?;
     let store = Store::open(&data_dir)
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     let spool_dir = data_dir.join("spool");
@@ -64,38 +72,36 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
         })
         .collect();
     store.sync_printers(&seeds).await?;
-    let topics = crate::mqtt::settings::topics(&config);
-    let msgs = Messages::new(topics.clone());
-    let announce = Messages::new(topics.clone());
-    let recovery = store
-        .recover_on_start(move |job| {
-            let printer = job.printer_id.as_deref().unwrap_or("gateway");
-            let reason = format!("gateway restarted while the job was {}", job.from.as_str());
-            let kind = format!("job_{}", job.to.as_str());
-            announce
-                .event(printer, &kind, Some(&job.job_id), Some(&reason))
-                .into_iter()
-                .collect()
-        })
-        .await?;
-    for job in &recovery.interrupted {
-        warn!("job {} was {} when the gateway stopped: now interrupted; its printer waits for a clear plate", job.job_id, job.from.as_str());
-    }
-    for job in &recovery.requeued {
-        info!("job {}: download starts over", job.job_id);
-    }
+    let rows = store.list_printers().await?;
+    let snapshot = Snapshot {
+        printers: config
+            .printers()
+            .iter()
+            .map(|p| {
+                let row = rows.iter().find(|r| r.id == p.id).cloned();
+                (p.id.clone(), p.filament.clone(), row)
+            })
+            .collect(),
+        jobs: store.open_jobs().await?,
+    };
+    let wall = SystemTime::now();
+    let mut msgs = Messages::new(crate::mqtt::settings::topics(&config));
+    msgs.set_claimed_at(wall);
+    let settings = wiring::core_settings(&config, &spool_dir, wall);
+    let jitter_seed = settings.jitter_seed;
+    let core = FarmCore::new(settings, msgs, snapshot, Instant::now(), wall);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (report_tx, report_rx) = mpsc::channel(1024);
     let (farm_tx, farm_rx) = mpsc::channel(256);
-    let rows = store.list_printers().await?;
     let progress_interval = Duration::from_secs(
         config
             .mqtt
             .as_ref()
             .map_or(10, |m| m.progress_interval_s.max(1)),
     );
-    let mut slots = Vec::new();
+    let mut links = BTreeMap::new();
+    let mut estop = BTreeMap::new();
     let mut tasks = Vec::new();
     for p in config.printers() {
         let (cmd_tx, cmd_rx) = mpsc::channel(32);
@@ -108,14 +114,8 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
             progress_interval,
         };
         tasks.push(printer::spawn(settings, cmd_rx, report_tx.clone()));
-        let row = rows.iter().find(|r| r.id == p.id);
-        slots.push(Slot::new(
-            p.id.clone(),
-            p.filament.clone(),
-            cmd_tx,
-            row.map_or(PrinterState::Offline, |r| r.state),
-            row.is_some_and(|r| r.plate_clear),
-        ));
+        estop.insert(p.id.clone(), cmd_tx.clone());
+        links.insert(p.id.clone(), PrinterLink::new(cmd_tx));
     }
     drop(report_tx);
 
@@ -125,77 +125,59 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
         store.clone(),
         outbox_ready.clone(),
         farm_tx.clone(),
+        estop,
         shutdown_rx.clone(),
     )?;
     let queue = wiring::queue_client(&config, &spool_dir)?;
     let control = crate::control::serve(&data_dir, spool_dir.clone(), farm_tx.clone())
         .await
         .with_context(|| format!("cannot open the control socket in {}", data_dir.display()))?;
+    drop(farm_tx);
 
-    let settings = FarmSettings {
-        spool_dir,
-        idle_announce: Duration::from_secs(
-            config
-                .mqtt
-                .as_ref()
-                .map_or(10, |m| m.idle_announce_s.max(1)),
-        ),
-        poll_interval: Duration::from_secs(
-            config
-                .queue_manager
-                .as_ref()
-                .map_or(5, |q| q.poll_interval_s.max(1)),
-        ),
-        timeout_factor: config.jobs.timeout_factor,
-        max_job: Duration::from_secs(config.jobs.max_job_hours.max(1) * 3600),
-        retention: Duration::from_secs(config.jobs.retention_hours * 3600),
-        max_download_retries: config.queue_manager.as_ref().map_or(3, |q| q.max_retries),
-        triggers: config
-            .triggers
-            .iter()
-            .map(|t| Trigger {
-                topic: t.topic.clone(),
-                printer: t.printer.clone(),
-                gcode: t.gcode.clone(),
-            })
-            .collect(),
-    };
-    let volatile = mqtt.as_ref().map(|m| m.volatile.clone());
-    let farm = Farm::new(
-        settings,
-        store.clone(),
-        msgs,
-        slots,
+    let parts = Parts {
+        store: store.clone(),
+        printers: links,
         queue,
+        volatile: mqtt.as_ref().map(|m| m.volatile.clone()),
         outbox_ready,
-        volatile,
-        farm_tx,
-    );
-    let farm_task = tokio::spawn(farm.run(report_rx, farm_rx, shutdown_rx));
+        max_download_retries: config.queue_manager.as_ref().map_or(3, |q| q.max_retries),
+        jitter_seed,
+    };
+    let farm_task = tokio::spawn(Driver::new(core, parts).run(report_rx, farm_rx, shutdown_rx));
     info!(
-        "printgate {} running: gateway {}, {} printer(s), data in {}",
+        "printgate {} running: gateway {}, {} printer(s), {}, data in {}",
         env!("CARGO_PKG_VERSION"),
         config.gateway.id,
         config.printers().len(),
+        config.mode(),
         data_dir.display()
     );
     wiring::notify_ready(&config);
-    let watchdog = wiring::spawn_watchdog(store.clone());
 
     shutdown.await;
     info!("stopping");
     wiring::notify_stopping();
-    let _ = shutdown_tx.send(true);
-    let _ = farm_task.await;
+    if shutdown_tx.send(true).is_err() {
+        warn!("the farm had already stopped");
+    }
+    if let Err(e) = farm_task.await {
+        error!("the farm task failed: {e}");
+    }
     for task in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        if tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
+            warn!("a printer task did not end in time");
+        }
     }
     if let Some(m) = mqtt {
         m.stop().await;
     }
     control.abort();
-    watchdog.abort();
-    let _ = std::fs::remove_file(crate::control::socket_path(&data_dir));
+    if let Err(e) = std::fs::remove_file(crate::control::socket_path(&data_dir)) {
+        debug!("control socket not removed: {e}");
+    }
     store.close().await?;
     info!("stopped");
     Ok(())

@@ -2,19 +2,23 @@
 //! its outbox pump and inbound dispatcher, the queue client, systemd glue.
 
 use crate::config::{Config, SerialSettings};
-use crate::farm::FarmInput;
+use crate::farm::core::fresh::{self, Freshness};
+use crate::farm::{CoreSettings, FarmInput, RobotRule, Trigger};
 use crate::mqtt::discovery::{self, DeviceInfo};
 use crate::mqtt::inbound::{parse_inbound, Inbound, InboundError, InboundErrorKind};
 use crate::mqtt::link::{self, LinkEvent, OutboxMessage};
+use crate::mqtt::payload::Command;
 use crate::mqtt::settings::link_settings;
 use crate::mqtt::topics::{InTopic, Topics};
+use crate::printer::PrinterCommand;
 use crate::source::{Auth, QueueClient, QueueSettings};
 use crate::store::Store;
 use anyhow::Context;
-use log::{debug, error, info};
+use log::{debug, error, info, warn};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -43,6 +47,91 @@ pub fn protocol_config(s: &SerialSettings) -> crate::protocol::Config {
         long_command_timeout: Duration::from_secs(s.long_command_timeout_s),
         baud: s.baud,
         ..crate::protocol::Config::default()
+    }
+}
+
+/// Takes an exclusive lock on `<data_dir>/printgate.lock` (held while the
+/// returned file is open; the kernel drops it when the process dies, even
+/// by `kill -9`).
+pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let path = data_dir.join("printgate.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another printgate is already running on {} (it holds {}); stop it first",
+            data_dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+/// The farm core's settings from the config. The jitter seed mixes the
+/// gateway id and the clock, so gateways (and restarts) never retry in step.
+pub fn core_settings(config: &Config, spool_dir: &Path, wall: SystemTime) -> CoreSettings {
+    let mqtt = config.mqtt.as_ref();
+    let secs = |s: u64| Duration::from_secs(s.max(1));
+    let clock = wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let jitter_seed = config
+        .gateway
+        .id
+        .bytes()
+        .fold(clock ^ 0x9e37_79b9_7f4a_7c15, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    CoreSettings {
+        gateway_id: config.gateway.id.clone(),
+        spool_dir: spool_dir.to_path_buf(),
+        idle_announce: secs(mqtt.map_or(10, |m| m.idle_announce_s)),
+        progress_interval: secs(mqtt.map_or(10, |m| m.progress_interval_s)),
+        progress_persist: Duration::from_secs(300),
+        pull: config.pulls(),
+        poll_interval: secs(
+            config
+                .queue_manager
+                .as_ref()
+                .map_or(5, |q| q.poll_interval_s),
+        ),
+        downloads: config.queue_manager.is_some() || !config.model_hosts().is_empty(),
+        publish_printers_list: config.publishes_printers_list(),
+        timeout_factor: config.jobs.timeout_factor,
+        max_job: Duration::from_secs(config.jobs.max_job_hours.max(1).saturating_mul(3600)),
+        retention: Duration::from_secs(config.jobs.retention_hours.saturating_mul(3600)),
+        triggers: config
+            .triggers
+            .iter()
+            .map(|t| Trigger {
+                topic: t.topic.clone(),
+                printer: t.printer.clone(),
+                gcode: t.gcode.clone(),
+                complete_topic: t.complete_topic.clone(),
+            })
+            .collect(),
+        robots: (!config.robots.is_empty()).then(|| {
+            config
+                .robots
+                .iter()
+                .map(|r| RobotRule {
+                    id: r.id.clone(),
+                    printers: r.printers.clone(),
+                })
+                .collect()
+        }),
+        max_message_age: secs(mqtt.map_or(120, |m| m.max_message_age_s)),
+        clock_skew: Duration::from_secs(mqtt.map_or(30, |m| m.clock_skew_s)),
+        jitter_seed,
     }
 }
 
@@ -105,6 +194,7 @@ pub fn start_mqtt(
     store: Store,
     outbox_ready: Arc<Notify>,
     farm: mpsc::Sender<FarmInput>,
+    estop: BTreeMap<String, mpsc::Sender<PrinterCommand>>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<Mqtt>> {
     let (Some(m), Some(settings)) = (&config.mqtt, link_settings(config, SystemTime::now())?)
@@ -133,14 +223,22 @@ pub fn start_mqtt(
             .flat_map(|p| discovery::printer_configs(&topics, p, &info))
             .collect::<Vec<_>>()
     });
+    let freshness = Freshness {
+        max_age: Duration::from_secs(m.max_message_age_s),
+        skew: Duration::from_secs(m.clock_skew_s),
+    };
     let dispatcher = tokio::spawn(dispatch(
         events_rx,
-        store,
-        topics,
-        printers,
-        farm,
-        volatile.clone(),
-        discovery.unwrap_or_default(),
+        Dispatch {
+            store,
+            topics,
+            printers,
+            farm,
+            volatile: volatile.clone(),
+            discovery: discovery.unwrap_or_default(),
+            estop,
+            freshness,
+        },
     ));
     Ok(Some(Mqtt {
         volatile,
@@ -204,101 +302,166 @@ fn with_seq(payload: Vec<u8>, seq: u64) -> Vec<u8> {
     }
 }
 
+/// Discovery configs are republished at most this often (a broker or Home
+/// Assistant flapping must not turn into a flood of retained writes).
+const DISCOVERY_MIN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the dispatcher needs besides the link's events.
+pub struct Dispatch {
+    pub store: Store,
+    pub topics: Topics,
+    pub printers: Vec<String>,
+    pub farm: mpsc::Sender<FarmInput>,
+    pub volatile: mpsc::Sender<(String, Vec<u8>, bool)>,
+    pub discovery: Vec<discovery::DiscoveryConfig>,
+    /// Each printer task's command channel, for `M112` out of band.
+    pub estop: BTreeMap<String, mpsc::Sender<PrinterCommand>>,
+    pub freshness: Freshness,
+}
+
 /// What the link reports: deliveries delete outbox rows, inbound messages
-/// are validated and handed to the farm.
-async fn dispatch(
-    mut events: mpsc::Receiver<LinkEvent>,
-    store: Store,
-    topics: Topics,
-    printers: Vec<String>,
-    farm: mpsc::Sender<FarmInput>,
-    volatile: mpsc::Sender<(String, Vec<u8>, bool)>,
-    discovery: Vec<discovery::DiscoveryConfig>,
-) {
-    let announce = |volatile: &mpsc::Sender<(String, Vec<u8>, bool)>| {
-        for d in &discovery {
-            let _ = volatile.try_send((d.topic.clone(), d.payload_bytes(), true));
+/// are validated and handed to the farm (with their PUBACK, which the farm
+/// sends once it has stored what it must). An emergency stop goes to its
+/// printer task from here, before the farm sees it: it never waits behind
+/// the farm's work.
+async fn dispatch(mut events: mpsc::Receiver<LinkEvent>, d: Dispatch) {
+    let mut announced: Option<Instant> = None;
+    let mut announce = |volatile: &mpsc::Sender<(String, Vec<u8>, bool)>| {
+        if announced.is_some_and(|t| t.elapsed() < DISCOVERY_MIN_INTERVAL) {
+            debug!("discovery republished less than a minute ago; skipped");
+            return;
+        }
+        announced = Some(Instant::now());
+        for c in &d.discovery {
+            if volatile
+                .try_send((c.topic.clone(), c.payload_bytes(), true))
+                .is_err()
+            {
+                debug!("discovery config for {} not queued (link busy)", c.topic);
+            }
         }
     };
     while let Some(event) = events.recv().await {
         match event {
             LinkEvent::Delivered { seq } => {
-                if let Err(e) = store.outbox_delivered(seq).await {
+                if let Err(e) = d.store.outbox_delivered(seq).await {
                     error!("outbox: cannot delete delivered row {seq}: {e}");
                 }
             }
             LinkEvent::Rejected { seq, reason } => {
                 error!("outbox row {seq} cannot be published ({reason}); dropped");
-                let _ = store.outbox_delivered(seq).await;
+                if let Err(e) = d.store.outbox_delivered(seq).await {
+                    error!("outbox: cannot drop row {seq}: {e}");
+                }
             }
             LinkEvent::Connected => {
                 info!("mqtt: connected");
-                announce(&volatile);
+                announce(&d.volatile);
             }
             LinkEvent::Disconnected { reason } => info!("mqtt: disconnected: {reason}"),
             LinkEvent::Inbound(msg) => {
-                let input = match parse_inbound(&topics, &msg.topic, &msg.payload, &printers) {
-                    Ok(Inbound::Assignment {
-                        printer,
-                        assignment,
-                    }) => {
-                        let ack = msg.ack;
-                        let ack: Box<dyn FnOnce() + Send> = Box::new(move || ack.ack());
-                        farm.send(FarmInput::Assignment {
-                            printer,
-                            assignment,
-                            ack: Some(ack),
-                        })
-                        .await
-                        .ok();
-                        continue;
+                if let Some(input) = inbound(&d, msg, &mut announce) {
+                    if d.farm.send(input).await.is_err() {
+                        debug!("farm stopped; inbound message dropped (the broker redelivers it)");
                     }
-                    Ok(Inbound::RobotProgress { progress, .. }) => Some(FarmInput::Robot(progress)),
-                    Ok(Inbound::Command { printer, command }) => Some(FarmInput::Command {
-                        printer,
-                        msg: command,
-                    }),
-                    Ok(Inbound::Trigger { index, .. }) => topics
-                        .triggers()
-                        .get(index)
-                        .map(|t| FarmInput::Trigger { topic: t.clone() }),
-                    Ok(Inbound::HomeAssistantStatus { online }) => {
-                        if online {
-                            announce(&volatile);
-                        }
-                        None
-                    }
-                    // Robots report on every gateway's printers: normal
-                    // farm traffic, not bad input (no event, no warning).
-                    Err(InboundError {
-                        kind: InboundErrorKind::UnknownPrinter { printer },
-                        ..
-                    }) if matches!(
-                        topics.classify(&msg.topic),
-                        Some(InTopic::RobotProgress { .. })
-                    ) =>
-                    {
-                        debug!("robot report about printer {printer}: not on this gateway");
-                        None
-                    }
-                    Err(e) => {
-                        let printer = match topics.classify(&msg.topic) {
-                            Some(
-                                InTopic::Assignment { printer } | InTopic::Command { printer },
-                            ) => Some(printer),
-                            _ => None,
-                        };
-                        Some(FarmInput::Invalid {
-                            printer,
-                            problem: e.to_string(),
-                        })
-                    }
-                };
-                msg.ack.ack();
-                if let Some(input) = input {
-                    let _ = farm.send(input).await;
                 }
             }
+        }
+    }
+}
+
+/// One inbound message as a farm input (or `None`: handled here).
+fn inbound(
+    d: &Dispatch,
+    msg: crate::mqtt::link::InboundMessage,
+    announce: &mut impl FnMut(&mpsc::Sender<(String, Vec<u8>, bool)>),
+) -> Option<FarmInput> {
+    let retained = msg.retain;
+    let ack = msg.ack;
+    match parse_inbound(&d.topics, &msg.topic, &msg.payload, &d.printers) {
+        Ok(Inbound::Assignment {
+            printer,
+            assignment,
+            warnings,
+        }) => Some(FarmInput::Assignment {
+            printer,
+            assignment,
+            warnings,
+            ack: Some(ack),
+        }),
+        Ok(Inbound::RobotProgress { progress, .. }) => {
+            // A lost clear is safe (the plate waits): no need to hold the ack.
+            ack.ack();
+            Some(FarmInput::Robot { progress, retained })
+        }
+        Ok(Inbound::Command { printer, command }) => {
+            let estop_sent = command.command == Command::EmergencyStop
+                && fresh::check(
+                    retained,
+                    command.timestamp.as_deref(),
+                    SystemTime::now(),
+                    d.freshness,
+                )
+                .is_ok()
+                && d.estop
+                    .get(&printer)
+                    .is_some_and(|tx| tx.try_send(PrinterCommand::EmergencyStop).is_ok());
+            if estop_sent {
+                warn!("printer {printer}: emergency stop (sent at once)");
+            }
+            Some(FarmInput::Command {
+                printer,
+                msg: command,
+                retained,
+                estop_sent,
+                ack: Some(ack),
+            })
+        }
+        Ok(Inbound::Trigger { index, .. }) => {
+            ack.ack();
+            d.topics.triggers().get(index).map(|t| FarmInput::Trigger {
+                topic: t.clone(),
+                retained,
+            })
+        }
+        Ok(Inbound::HomeAssistantStatus { online }) => {
+            ack.ack();
+            if online {
+                announce(&d.volatile);
+            }
+            None
+        }
+        // Robots report on every gateway's printers: normal farm traffic,
+        // not bad input (no event, no warning).
+        Err(InboundError {
+            kind: InboundErrorKind::UnknownPrinter { printer },
+            ..
+        }) if matches!(
+            d.topics.classify(&msg.topic),
+            Some(InTopic::RobotProgress { .. })
+        ) =>
+        {
+            debug!("robot report about printer {printer:?}: not on this gateway");
+            ack.ack();
+            None
+        }
+        Err(e) => {
+            let (printer, kind) = match d.topics.classify(&msg.topic) {
+                Some(InTopic::Assignment { printer }) => (Some(printer), "assignment"),
+                Some(InTopic::Command { printer }) => (Some(printer), "command"),
+                Some(InTopic::RobotProgress { .. }) => (None, "robot"),
+                Some(InTopic::Trigger { .. }) => (None, "trigger"),
+                Some(InTopic::HomeAssistantStatus) => (None, "homeassistant"),
+                None => (None, "unknown"),
+            };
+            // An unknown printer id must not become our event topic.
+            let printer = printer.filter(|p| d.printers.contains(p));
+            Some(FarmInput::Invalid {
+                printer,
+                kind: kind.to_owned(),
+                problem: e.to_string(),
+                ack: Some(ack),
+            })
         }
     }
 }
@@ -313,25 +476,4 @@ pub fn notify_ready(config: &Config) {
 
 pub fn notify_stopping() {
     crate::notify::stopping();
-}
-
-/// Pings systemd's watchdog from a loop that proves the store still answers.
-pub fn spawn_watchdog(store: Store) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let Some(every) = crate::notify::watchdog_interval() else {
-            return;
-        };
-        loop {
-            tokio::time::sleep(every).await;
-            match store.outbox_len().await {
-                Ok(pending) => {
-                    crate::notify::watchdog_ping();
-                    crate::notify::status(&format!(
-                        "running; {pending} message(s) waiting for the broker"
-                    ));
-                }
-                Err(e) => error!("watchdog: store does not answer: {e}"),
-            }
-        }
-    })
 }

@@ -85,10 +85,16 @@ impl Brain {
                 let Ok(p) = serde_json::from_slice::<Progress>(payload) else {
                     return Vec::new();
                 };
-                let status = serde_json::to_value(p.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
+                // printgate's `state` is the full truth; `status` is the
+                // seed's two words.
+                let status = if p.state.is_empty() {
+                    serde_json::to_value(p.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                } else {
+                    p.state.clone()
+                };
                 let awaiting = status == "awaiting_clear";
                 if !awaiting {
                     self.picking.remove(*printer);
@@ -275,10 +281,15 @@ impl Io {
 mod tests {
     use super::*;
 
-    fn progress(printer: &str, status: &str) -> Vec<u8> {
+    fn progress(printer: &str, state: &str) -> Vec<u8> {
+        let status = if matches!(state, "idle" | "awaiting_clear") {
+            "idle"
+        } else {
+            "printing"
+        };
         format!(
             r#"{{"printerId":"{printer}","jobId":null,"status":"{status}","progress":0,
-                "timestamp":"2025-06-15T08:30:00Z","nozzleTemp":200.5,"bedTemp":60.0}}"#
+                "state":"{state}","timestamp":"2025-06-15T08:30:00Z","nozzleTemp":200.5,"bedTemp":60.0}}"#
         )
         .into_bytes()
     }

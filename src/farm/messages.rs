@@ -1,47 +1,48 @@
-//! Builds the outbox items the farm writes with each state change: the
-//! farm's topic contract (`crate::mqtt`) in one place. When MQTT is not
-//! configured every builder returns `None` and nothing is queued.
+//! Builds the messages the farm publishes: the farm's topic contract
+//! (`crate::mqtt`) in one place. When MQTT is not configured every builder
+//! returns `None` and nothing is queued.
+//!
+//! Never reads the clock: the farm core sets the time of the input it is
+//! handling ([`Messages::set_time`]), so a simulation is reproducible.
 
-use crate::lifecycle::PrinterState;
-use crate::mqtt::payload::{self, Event, PrinterStatus, Progress};
+use super::core::status::WireStatus;
+use crate::mqtt::payload::{self, Event, Progress};
 use crate::mqtt::topics::Topics;
 use crate::protocol::Temps;
 use crate::store::{OutboxItem, OutboxKind};
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What a progress message says about one printer.
 pub struct ProgressView<'a> {
     pub printer: &'a str,
-    pub job: Option<&'a str>,
-    pub state: PrinterState,
-    pub percent: f64,
+    pub wire: WireStatus<'a>,
     pub lines: Option<(u64, u64)>,
     pub temps: Temps,
-    pub eta_seconds: Option<u64>,
 }
 
 pub struct Messages {
     topics: Option<Topics>,
-}
-
-pub fn status_of(state: PrinterState) -> PrinterStatus {
-    match state {
-        PrinterState::Offline => PrinterStatus::Offline,
-        PrinterState::Idle => PrinterStatus::Idle,
-        PrinterState::Printing => PrinterStatus::Printing,
-        PrinterState::Paused => PrinterStatus::Paused,
-        PrinterState::AwaitingClear => PrinterStatus::AwaitingClear,
-        PrinterState::Error => PrinterStatus::Error,
-    }
-}
-
-fn now() -> String {
-    payload::rfc3339(SystemTime::now())
+    timestamp: String,
+    claimed_at: Option<String>,
 }
 
 impl Messages {
     pub fn new(topics: Option<Topics>) -> Self {
-        Messages { topics }
+        Messages {
+            topics,
+            timestamp: payload::rfc3339(UNIX_EPOCH),
+            claimed_at: None,
+        }
+    }
+
+    /// The time stamped on what is built next.
+    pub fn set_time(&mut self, wall: SystemTime) {
+        self.timestamp = payload::rfc3339(wall);
+    }
+
+    /// When this gateway began to serve its printer ids (`claimedAt`).
+    pub fn set_claimed_at(&mut self, wall: SystemTime) {
+        self.claimed_at = Some(payload::rfc3339(wall));
     }
 
     pub fn topics(&self) -> Option<&Topics> {
@@ -58,46 +59,70 @@ impl Messages {
         message: Option<&str>,
     ) -> Option<OutboxItem> {
         let topics = self.topics.as_ref()?;
-        let event = Event {
+        Some(item(
+            topics.event(printer),
+            self.event_payload(printer, kind, job, message),
+            Some(printer),
+        ))
+    }
+
+    /// `device/gateway/<gw>/event`: events that belong to no printer.
+    pub fn gateway_event(
+        &self,
+        kind: &str,
+        job: Option<&str>,
+        message: Option<&str>,
+    ) -> Option<OutboxItem> {
+        let topics = self.topics.as_ref()?;
+        let payload = self.event_payload(topics.gateway_id(), kind, job, message);
+        Some(item(topics.gateway_event(), payload, None))
+    }
+
+    fn event_payload(
+        &self,
+        printer: &str,
+        kind: &str,
+        job: Option<&str>,
+        message: Option<&str>,
+    ) -> Vec<u8> {
+        json(&Event {
             seq: 0,
             kind: kind.to_owned(),
             printer_id: printer.to_owned(),
             job_id: job.map(str::to_owned),
             message: message.map(str::to_owned),
-            timestamp: now(),
-        };
-        Some(item(
-            topics.event(printer),
-            json(&event),
-            OutboxKind::Event,
-            Some(printer),
-        ))
+            timestamp: self.timestamp.clone(),
+        })
     }
 
     pub fn progress_payload(&self, v: &ProgressView<'_>) -> Vec<u8> {
-        let progress = Progress {
+        let gateway_id = self.topics.as_ref().map(|t| t.gateway_id().to_owned());
+        json(&Progress {
             printer_id: v.printer.to_owned(),
-            job_id: v.job.map(str::to_owned),
-            status: status_of(v.state),
-            progress: v.percent.clamp(0.0, 100.0) as u8,
-            timestamp: now(),
+            job_id: v.wire.job.map(str::to_owned),
+            status: v.wire.status,
+            progress: v.wire.progress,
+            timestamp: self.timestamp.clone(),
+            state: v.wire.state.to_owned(),
+            outcome: v.wire.outcome.map(str::to_owned),
+            gateway_id,
+            claimed_at: self.claimed_at.clone(),
             seq: None,
             line: v.lines.map(|l| l.0),
             lines: v.lines.map(|l| l.1),
             nozzle_temp: v.temps.nozzle.map(f64::from),
             bed_temp: v.temps.bed.map(f64::from),
-            eta_seconds: v.eta_seconds,
-        };
-        json(&progress)
+            eta_seconds: None,
+        })
     }
 
-    /// `device/printer/<id>/progress`, coalescable while the broker is away.
+    /// A state change's progress message: stored, so a handler never misses
+    /// one (the periodic last values are published from memory instead).
     pub fn progress(&self, v: &ProgressView<'_>) -> Option<OutboxItem> {
         let topics = self.topics.as_ref()?;
         Some(item(
             topics.progress(v.printer),
             self.progress_payload(v),
-            OutboxKind::Progress,
             Some(v.printer),
         ))
     }
@@ -105,47 +130,53 @@ impl Messages {
     /// `device/printers`: printers whose plate waits for a robot.
     pub fn awaiting_list(&self, printers: &[String]) -> Option<OutboxItem> {
         let topics = self.topics.as_ref()?;
-        Some(item(
-            topics.printers(),
-            json(&printers),
-            OutboxKind::Event,
-            None,
-        ))
+        Some(item(topics.printers(), json(&printers), None))
     }
 
-    /// The completion topic other services chain on.
+    /// The completion topic other services chain on, for every outcome.
     pub fn job_complete(&self, printer: &str, job: &str, outcome: &str) -> Option<OutboxItem> {
         let topics = self.topics.as_ref()?;
         let body = serde_json::json!({
-            "printerId": printer, "jobId": job, "outcome": outcome, "timestamp": now(),
+            "printerId": printer, "jobId": job, "outcome": outcome,
+            "timestamp": self.timestamp,
         });
         Some(item(
             topics.job_complete(printer, job),
             json(&body),
-            OutboxKind::Event,
             Some(printer),
         ))
+    }
+
+    /// A trigger macro's completion on its configured topic.
+    pub fn trigger_complete(
+        &self,
+        topic: &str,
+        printer: &str,
+        trigger: &str,
+        outcome: &str,
+    ) -> Option<OutboxItem> {
+        self.topics.as_ref()?;
+        let body = serde_json::json!({
+            "printerId": printer, "trigger": trigger, "outcome": outcome,
+            "timestamp": self.timestamp,
+        });
+        Some(item(topic.to_owned(), json(&body), Some(printer)))
     }
 
     /// Pull mode: the assignment we took from the queue manager, published so
     /// the farm sees who prints what.
     pub fn assignment(&self, printer: &str, a: &payload::Assignment) -> Option<OutboxItem> {
         let topics = self.topics.as_ref()?;
-        Some(item(
-            topics.assignment(printer),
-            json(a),
-            OutboxKind::Event,
-            Some(printer),
-        ))
+        Some(item(topics.assignment(printer), json(a), Some(printer)))
     }
 }
 
-fn item(topic: String, payload: Vec<u8>, kind: OutboxKind, printer: Option<&str>) -> OutboxItem {
+fn item(topic: String, payload: Vec<u8>, printer: Option<&str>) -> OutboxItem {
     OutboxItem {
         topic,
         payload,
         retain: false,
-        kind,
+        kind: OutboxKind::Event,
         printer_id: printer.map(str::to_owned),
     }
 }

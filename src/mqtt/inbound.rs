@@ -8,12 +8,11 @@
 
 use super::payload::{Assignment, Command, CommandMsg, RobotProgress};
 use super::topics::{InTopic, Topics};
+use crate::jobspec::{self, MAX_ID_LEN};
 use serde_json::{Map, Value};
 
 /// Larger payloads are rejected before any parsing.
 pub const MAX_INBOUND_BYTES: usize = 64 * 1024;
-/// Longest accepted job id; ids end up in topics and file names.
-const MAX_ID_LEN: usize = 128;
 /// Longest accepted model URL.
 const MAX_URL_LEN: usize = 2048;
 
@@ -23,6 +22,8 @@ pub enum Inbound {
     Assignment {
         printer: String,
         assignment: Assignment,
+        /// Values that had to be clamped or ignored (logged, not rejected).
+        warnings: Vec<String>,
     },
     RobotProgress {
         robot: String,
@@ -131,18 +132,37 @@ fn parse(topics: &Topics, topic: &str, payload: &[u8], known: &[String]) -> Resu
             known_printer(&printer)?;
             let obj = object(payload)?;
             let f = Fields(&obj);
+            // Lenient where the seed is (no filament, float numbers): a
+            // rejected push is a lost job, since the handler reads no events.
+            let estimate = jobspec::estimated_seconds(obj.get("estimatedTime"));
+            let priority = jobspec::priority(obj.get("priority"));
+            let filament = jobspec::filament(obj.get("filamentType"));
+            if let Some(f) = &filament {
+                if f.chars().count() > MAX_ID_LEN {
+                    return Err(Kind::InvalidValue {
+                        field: "filamentType",
+                        problem: format!("longer than {MAX_ID_LEN} characters"),
+                    });
+                }
+            }
             let assignment = Assignment {
                 job_id: id(&f, "jobId")?,
                 model_url: non_empty(&f, "modelUrl", MAX_URL_LEN)?,
-                filament_type: non_empty(&f, "filamentType", MAX_ID_LEN)?,
-                estimated_time: f.opt_u64("estimatedTime")?,
-                priority: f.opt_i64("priority")?,
+                filament_type: filament,
+                estimated_time: estimate.value,
+                priority: Some(priority.value),
                 assigned_at: f.opt_str("assignedAt")?.map(str::to_owned),
                 parameters: f.opt_object("parameters")?,
+                sha256: f.opt_sha256("sha256")?,
             };
+            let warnings = [estimate.warning, priority.warning]
+                .into_iter()
+                .flatten()
+                .collect();
             Ok(Inbound::Assignment {
                 printer,
                 assignment,
+                warnings,
             })
         }
         InTopic::Command { printer } => {
@@ -157,15 +177,28 @@ fn parse(topics: &Topics, topic: &str, payload: &[u8], known: &[String]) -> Resu
                 Some(_) => Some(id(&f, "jobId")?),
                 None => None,
             };
+            let timestamp = f.opt_str("timestamp")?.map(str::to_owned);
+            if let Some(ts) = &timestamp {
+                if super::payload::parse_rfc3339(ts).is_none() {
+                    return Err(Kind::InvalidValue {
+                        field: "timestamp",
+                        problem: format!("{:?} is not an RFC 3339 time", clip(ts)),
+                    });
+                }
+            }
             Ok(Inbound::Command {
                 printer,
-                command: CommandMsg { command, job_id },
+                command: CommandMsg {
+                    command,
+                    job_id,
+                    timestamp,
+                },
             })
         }
         InTopic::RobotProgress { robot } => {
             let obj = object(payload)?;
             let f = Fields(&obj);
-            let robot_id = non_empty(&f, "robotId", MAX_ID_LEN)?;
+            let robot_id = id(&f, "robotId")?;
             if robot_id != robot {
                 return Err(Kind::InvalidValue {
                     field: "robotId",
@@ -185,6 +218,12 @@ fn parse(topics: &Topics, topic: &str, payload: &[u8], known: &[String]) -> Resu
                 status: non_empty(&f, "status", MAX_ID_LEN)?,
                 timestamp: f.req_str("timestamp")?.to_owned(),
             };
+            if super::payload::parse_rfc3339(&progress.timestamp).is_none() {
+                return Err(Kind::InvalidValue {
+                    field: "timestamp",
+                    problem: format!("{:?} is not an RFC 3339 time", clip(&progress.timestamp)),
+                });
+            }
             Ok(Inbound::RobotProgress { robot, progress })
         }
     }
@@ -221,19 +260,18 @@ fn non_empty(f: &Fields, field: &'static str, max: usize) -> Result<String, Kind
     Ok(s.to_owned())
 }
 
-/// A job id: non-empty, short, and safe inside a topic level and a file name.
+/// An id, by the one rule of [`jobspec::check_id`] (shared with the queue
+/// manager and CLI paths).
 fn id(f: &Fields, field: &'static str) -> Result<String, Kind> {
-    let s = non_empty(f, field, MAX_ID_LEN)?;
-    if let Some(c) = s
-        .chars()
-        .find(|c| matches!(c, '/' | '+' | '#') || c.is_control())
-    {
-        return Err(Kind::InvalidValue {
+    let s = f.req_str(field)?;
+    match jobspec::check_id(s) {
+        Ok(()) => Ok(s.to_owned()),
+        Err(jobspec::IdError::Empty) => Err(Kind::EmptyField { field }),
+        Err(e) => Err(Kind::InvalidValue {
             field,
-            problem: format!("character {c:?} is not allowed in an id"),
-        });
+            problem: e.to_string(),
+        }),
     }
-    Ok(s)
 }
 
 /// Typed access to a JSON object's fields. `null` counts as absent for
@@ -261,25 +299,17 @@ impl Fields<'_> {
         }
     }
 
-    fn opt_u64(&self, field: &'static str) -> Result<Option<u64>, Kind> {
-        match self.opt(field) {
+    /// A hex SHA-256 (64 hex digits, any case), returned lowercase.
+    fn opt_sha256(&self, field: &'static str) -> Result<Option<String>, Kind> {
+        match self.opt_str(field)? {
             None => Ok(None),
-            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| Kind::InvalidValue {
+            Some(s) if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Ok(Some(s.to_ascii_lowercase()))
+            }
+            Some(s) => Err(Kind::InvalidValue {
                 field,
-                problem: format!("expected a non-negative integer, got {n}"),
+                problem: format!("{:?} is not 64 hex digits", clip(s)),
             }),
-            Some(other) => Err(wrong(field, "a number", other)),
-        }
-    }
-
-    fn opt_i64(&self, field: &'static str) -> Result<Option<i64>, Kind> {
-        match self.opt(field) {
-            None => Ok(None),
-            Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| Kind::InvalidValue {
-                field,
-                problem: format!("expected an integer, got {n}"),
-            }),
-            Some(other) => Err(wrong(field, "a number", other)),
         }
     }
 

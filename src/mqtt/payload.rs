@@ -8,13 +8,18 @@
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A job pushed to a printer on `<prefix>printer/<id>/assignement`.
+/// A job pushed to a printer on `<prefix>printer/<id>/assignement` (or
+/// pulled from the queue manager and published there). Read leniently with
+/// [`crate::jobspec`]'s rules: `filamentType` may be absent (not stated),
+/// numbers may be floats.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Assignment {
     pub job_id: String,
     pub model_url: String,
-    pub filament_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filament_type: Option<String>,
+    /// Seconds, rounded and clamped to 30 days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_time: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -23,18 +28,21 @@ pub struct Assignment {
     pub assigned_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<serde_json::Value>,
+    /// Hex SHA-256 of the model, checked before the download is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
-/// A printer's state, as the job_handler reads it from `progress`.
+/// A printer's `status` in the seed's words, the only two a seed-only job
+/// handler understands: `idle` (give me a job now; or, with `progress: 100`
+/// and a `jobId`, "done, the plate waits for the robot") and `printing`
+/// (holds a job in any form, or cannot take one). The full truth is in
+/// [`Progress::state`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PrinterStatus {
     Idle,
     Printing,
-    Paused,
-    AwaitingClear,
-    Error,
-    Offline,
 }
 
 /// `<prefix>printer/<id>/progress`. `jobId` is always present (null when
@@ -49,6 +57,18 @@ pub struct Progress {
     /// 0–100.
     pub progress: u8,
     pub timestamp: String,
+    /// What the printer really does: `idle`, `queued`, `downloading`,
+    /// `starting`, `printing`, `paused`, `awaiting_clear`, `error`, `offline`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub state: String,
+    /// How the job named by `jobId` ended, while its plate waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// The gateway serving this printer id, and since when (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,6 +135,11 @@ pub struct CommandMsg {
     pub command: Command,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
+    /// When the sender issued it (RFC 3339); a stale `cancel` or
+    /// `emergency_stop` (queued by the broker while the gateway was away) is
+    /// dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
 }
 
 /// `<prefix>printer/<id>/event`: every state change, error and rejected input.
@@ -177,6 +202,83 @@ pub fn rfc3339(time: SystemTime) -> String {
     )
 }
 
+/// Parses an RFC 3339 timestamp (`2025-06-15T08:30:00Z`, fractional
+/// seconds and `+hh:mm` offsets allowed) to a `SystemTime`. `None` for
+/// anything else, or for times before 1970.
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    let digits = |from: usize, len: usize| -> Option<u64> {
+        let part = b.get(from..from + len)?;
+        if !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    let sep = |at: usize, c: &[u8]| b.get(at).is_some_and(|x| c.contains(x));
+    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
+        return None;
+    }
+    let (y, mo, d) = (digits(0, 4)?, digits(5, 2)?, digits(8, 2)?);
+    let (h, mi, sec) = (digits(11, 2)?, digits(14, 2)?, digits(17, 2)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = b.get(19..)?;
+    if rest.first() == Some(&b'.') {
+        let n = rest
+            .iter()
+            .skip(1)
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        if n == 0 {
+            return None;
+        }
+        rest = rest.get(1 + n..)?;
+    }
+    let offset: i64 = match rest {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let num = |a: &u8, b: &u8| -> Option<i64> {
+                (a.is_ascii_digit() && b.is_ascii_digit())
+                    .then(|| i64::from(a - b'0') * 10 + i64::from(b - b'0'))
+            };
+            let secs = num(h1, h2)? * 3600 + num(m1, m2)? * 60;
+            if *sign == b'+' {
+                secs
+            } else {
+                -secs
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y, mo, d)?;
+    let local = days.checked_mul(86_400)? + h * 3600 + mi * 60 + sec;
+    let utc = i64::try_from(local).ok()?.checked_sub(offset)?;
+    Some(UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(utc).ok()?))
+}
+
+/// (year, month, day) to days since 1970-01-01; the inverse of
+/// [`civil_from_days`]. `None` before 1970 or for a day past the month's end.
+fn days_from_civil(y: u64, m: u64, d: u64) -> Option<u64> {
+    let leap = (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
+    let len = match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if d > len {
+        return None;
+    }
+    let y = if m <= 2 { y.checked_sub(1)? } else { y };
+    let era = y / 400;
+    let yoe = y % 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe).checked_sub(719_468)
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
 /// Howard Hinnant's `civil_from_days`, on unsigned days (we never go before
 /// 1970): shift to eras of 400 years starting 0000-03-01.
@@ -215,6 +317,38 @@ mod tests {
             rfc3339(UNIX_EPOCH - Duration::from_secs(5)),
             "1970-01-01T00:00:00Z"
         );
+    }
+
+    #[test]
+    fn rfc3339_parses_what_it_formats_and_common_variants() {
+        for secs in [
+            0u64,
+            1_749_976_200,
+            951_782_400,
+            4_107_542_400,
+            253_402_300_799,
+        ] {
+            let t = UNIX_EPOCH + Duration::from_secs(secs);
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t), "{secs}");
+        }
+        let base = UNIX_EPOCH + Duration::from_secs(1_749_976_200);
+        assert_eq!(parse_rfc3339("2025-06-15T08:30:00.123Z"), Some(base));
+        assert_eq!(parse_rfc3339("2025-06-15T10:30:00+02:00"), Some(base));
+        assert_eq!(parse_rfc3339("2025-06-15T06:30:00-02:00"), Some(base));
+        for bad in [
+            "",
+            "2025-06-15",
+            "2025-06-15T08:30:00",
+            "2025-13-15T08:30:00Z",
+            "2025-02-30T08:30:00Z",
+            "1969-12-31T23:59:59Z",
+            "2025-06-15T08:30:00.Z",
+            "2025-06-15T08:30:00+0200",
+            "２025-06-15T08:30:00Z",
+            "2025-06-15T08:30:00Zjunk",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -258,6 +392,7 @@ mod tests {
             "parameters":{"layerHeight":0.2,"infill":20,"nozzleTemp":210,"bedTemp":60}}"#;
         let a: Assignment = serde_json::from_str(seed).unwrap();
         assert_eq!(a.job_id, "job-123");
+        assert_eq!(a.filament_type.as_deref(), Some("PLA"));
         assert_eq!(a.estimated_time, Some(3600));
         let back: serde_json::Value = serde_json::to_value(&a).unwrap();
         let orig: serde_json::Value = serde_json::from_str(seed).unwrap();
@@ -269,9 +404,13 @@ mod tests {
         let p = Progress {
             printer_id: "printer-1".into(),
             job_id: None,
-            status: PrinterStatus::AwaitingClear,
+            status: PrinterStatus::Idle,
             progress: 100,
             timestamp: at(1_749_976_320),
+            state: "awaiting_clear".into(),
+            outcome: None,
+            gateway_id: None,
+            claimed_at: None,
             seq: Some(7),
             line: None,
             lines: None,
@@ -282,8 +421,9 @@ mod tests {
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"printerId":"printer-1","jobId":null,"status":"awaiting_clear",
-                "progress":100,"timestamp":"2025-06-15T08:32:00Z","seq":7,"nozzleTemp":209.5})
+            serde_json::json!({"printerId":"printer-1","jobId":null,"status":"idle",
+                "progress":100,"timestamp":"2025-06-15T08:32:00Z","state":"awaiting_clear",
+                "seq":7,"nozzleTemp":209.5})
         );
     }
 

@@ -117,6 +117,11 @@ impl Topics {
         format!("{}gateway/{}/status", self.prefix, self.gateway_id)
     }
 
+    /// `<prefix>gateway/<gw>/event`: events that belong to no printer (out).
+    pub fn gateway_event(&self) -> String {
+        format!("{}gateway/{}/event", self.prefix, self.gateway_id)
+    }
+
     /// `<prefix>robot/+/progress`: subscription filter for robot reports.
     pub fn robot_progress_filter(&self) -> String {
         format!("{}robot/+/progress", self.prefix)
@@ -211,6 +216,7 @@ mod tests {
         assert_eq!(t.command("p1"), "device/printer/p1/command");
         assert_eq!(t.printers(), "device/printers");
         assert_eq!(t.gateway_status(), "device/gateway/gw1/status");
+        assert_eq!(t.gateway_event(), "device/gateway/gw1/event");
         assert_eq!(t.robot_progress_filter(), "device/robot/+/progress");
         assert_eq!(
             t.job_complete("p1", "j9"),

@@ -104,8 +104,10 @@ pub enum ReportKind {
     },
     /// `//action:` lines the task did not act on itself.
     Action(String),
+    /// A command was refused; `job_id` names the job of a refused start.
     Rejected {
         reason: String,
+        job_id: Option<String>,
     },
     Stopped,
 }

@@ -157,7 +157,7 @@ pub async fn send_file(settings: PrinterSettings, path: &Path, summary: Summary)
             ReportKind::Offline { reason } | ReportKind::Fault { reason } => {
                 last_problem = Some(reason)
             }
-            ReportKind::Rejected { reason } => last_problem = Some(reason),
+            ReportKind::Rejected { reason, .. } => last_problem = Some(reason),
             ReportKind::Stopped => break,
             _ => {}
         }

@@ -132,7 +132,7 @@ impl Task {
                             self.report(ReportKind::Stopped);
                             return;
                         }
-                        Some(_) => self.reject("printer is offline"),
+                        Some(cmd) => self.reject_command(&cmd, "printer is offline"),
                     },
                 }
             }
@@ -217,7 +217,10 @@ impl Task {
                 summary,
             } => {
                 if self.job.is_some() || self.pending.is_some() {
-                    self.reject("printer is busy with another job");
+                    self.report(ReportKind::Rejected {
+                        reason: "printer is busy with another job".into(),
+                        job_id: Some(job_id),
+                    });
                 } else if link.core.is_ready() {
                     self.start_job(link, job_id, path, summary);
                 } else {
@@ -424,8 +427,22 @@ impl Task {
         });
     }
 
+    /// Refuses `cmd`, naming its job when it was a start (the farm then
+    /// knows that job never reached the printer).
+    fn reject_command(&self, cmd: &PrinterCommand, reason: &str) {
+        let job_id = match cmd {
+            PrinterCommand::StartJob { job_id, .. } => Some(job_id.clone()),
+            _ => None,
+        };
+        self.report(ReportKind::Rejected {
+            reason: reason.to_owned(),
+            job_id,
+        });
+    }
+
     fn reject(&self, reason: &str) {
         self.report(ReportKind::Rejected {
+            job_id: None,
             reason: reason.to_owned(),
         });
     }

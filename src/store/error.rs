@@ -47,7 +47,7 @@ pub enum StoreError {
         from: PrinterState,
         to: PrinterState,
     },
-    #[error("printer {printer}: awaiting_clear -> idle needs the plate confirmed clear")]
+    #[error("printer {printer}: back to idle needs the plate confirmed clear")]
     PlateNotClear { printer: String },
     #[error("bad row in {table} ({key}): {detail}")]
     BadRow {

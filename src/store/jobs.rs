@@ -50,8 +50,8 @@ pub(crate) fn add(
     let now = now_s();
     tx.execute(
         "INSERT INTO jobs (id, printer_id, source, model_url, gcode_path, filament, priority,
-             estimated_s, state, created_at, updated_at, params)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
+             estimated_s, state, created_at, updated_at, params, sha256)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)",
         params![
             job.id,
             job.printer_id,
@@ -63,7 +63,8 @@ pub(crate) fn add(
             job.estimated_s,
             state,
             now,
-            params_json
+            params_json,
+            job.sha256
         ],
     )?;
     history(tx, &job.id, None, state, Some("accepted"), now)?;

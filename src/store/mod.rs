@@ -15,6 +15,7 @@
 //! All SQL of the crate lives under this module. It never builds MQTT
 //! payloads (callers pass [`OutboxItem`]s) and never touches spool files.
 
+mod batch;
 mod error;
 mod jobs;
 mod outbox;
@@ -28,6 +29,7 @@ mod testdir;
 #[cfg(test)]
 mod tests;
 
+pub use batch::{Applied, Batch, Write};
 pub use error::StoreError;
 pub use reader::StoreReader;
 pub use schema::{DB_FILE, SCHEMA_VERSION, SPOOL_DIR};
@@ -207,6 +209,32 @@ impl Store {
         F: FnMut(&RecoveredJob) -> Vec<OutboxItem> + Send + 'static,
     {
         self.submit(move |w| w.write(true, |tx, h| jobs::recover(tx, h, announce)))
+    }
+
+    /// Applies one batch of the farm's writes and its outbox rows in one
+    /// IMMEDIATE transaction (fsynced unless `batch.durable` is false). An
+    /// `AddJob` must come first: a duplicate id then writes nothing.
+    pub fn apply(&self, batch: Batch) -> Pending<Applied> {
+        self.submit(move |w| {
+            let add_later = batch
+                .writes
+                .iter()
+                .skip(1)
+                .any(|wr| matches!(wr, Write::AddJob(_)));
+            if add_later {
+                return Err(StoreError::BadRow {
+                    table: "jobs",
+                    key: "batch".into(),
+                    detail: "an AddJob must be the first write of its batch".into(),
+                });
+            }
+            w.write(batch.durable, |tx, h| batch::apply(tx, h, &batch))
+        })
+    }
+
+    /// Every job that has not ended, oldest first.
+    pub fn open_jobs(&self) -> Pending<Vec<Job>> {
+        self.submit(|w| reader::open_jobs(&w.conn))
     }
 
     /// Stores a new job in `queued` (or `ready` when `gcode_path` is already

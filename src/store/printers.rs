@@ -67,7 +67,11 @@ pub(crate) fn set_state(
             to,
         });
     }
-    if from == PrinterState::AwaitingClear
+    // Back to idle only with the plate stated clear: by a robot or operator
+    // (from awaiting_clear), or by the farm for a print that never sent a
+    // line (from printing or paused).
+    if from != PrinterState::Idle
+        && from != PrinterState::Offline
         && to == PrinterState::Idle
         && change.plate_clear != Some(true)
     {
@@ -84,8 +88,10 @@ pub(crate) fn set_state(
             return Err(StoreError::UnknownJob(job.clone()));
         }
     }
-    // A print that ended in any way may have left a part on the plate.
-    let plate_clear = if to == PrinterState::AwaitingClear {
+    // A print that ended in any way may have left a part on the plate, and
+    // one that starts is about to: the flag is down from the first line, so
+    // a crash, reset or reconnect mid-print can never find a "clear" plate.
+    let plate_clear = if matches!(to, PrinterState::AwaitingClear | PrinterState::Printing) {
         false
     } else {
         change.plate_clear.unwrap_or(was_clear)

@@ -33,6 +33,18 @@ pub(crate) fn list_jobs(conn: &Connection, limit: usize) -> Result<Vec<Job>, Sto
     Ok(rows)
 }
 
+/// Every job that has not ended, oldest first (the farm's start-up snapshot).
+pub(crate) fn open_jobs(conn: &Connection) -> Result<Vec<Job>, StoreError> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs
+         WHERE state NOT IN ('completed', 'failed', 'cancelled', 'interrupted')
+         ORDER BY created_at, rowid"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map([], job_from_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
 pub(crate) fn get_job(conn: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
     let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
     Ok(conn.query_row(&sql, [id], job_from_row).optional()?)

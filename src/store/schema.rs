@@ -73,6 +73,12 @@ const MIGRATIONS: &[&str] = &[
     // that grow with a broker outage or a long history.
     "CREATE INDEX outbox_printer ON outbox (printer_id, seq);
      CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;",
+    // v3: a model's expected SHA-256 survives a restart of its download; a
+    // printer remembers the job whose plate waits (and how it ended), so the
+    // completion signal names it after a restart too.
+    "ALTER TABLE jobs ADD COLUMN sha256 TEXT;
+     ALTER TABLE printers ADD COLUMN last_job TEXT;
+     ALTER TABLE printers ADD COLUMN last_outcome TEXT;",
 ];
 
 /// The schema version this binary writes and understands.

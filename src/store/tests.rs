@@ -43,7 +43,7 @@ fn v1_database_opens_and_upgrades_keeping_rows() {
     store.close().blocking().unwrap();
 
     let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
-    assert_eq!(user_version(&conn), 2);
+    assert_eq!(user_version(&conn), super::SCHEMA_VERSION);
     let index: i64 = conn
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'outbox_printer'",

@@ -43,6 +43,8 @@ pub struct NewJob {
     pub estimated_s: Option<i64>,
     /// The assignment's `parameters` object, kept verbatim.
     pub params: Option<serde_json::Value>,
+    /// Expected hex SHA-256 of the model, if the sender gave one.
+    pub sha256: Option<String>,
 }
 
 /// One job row, all columns. Serialized in camelCase for `printgate jobs --json`.
@@ -70,6 +72,7 @@ pub struct Job {
     pub finished_at: Option<i64>,
     pub updated_at: i64,
     pub params: Option<serde_json::Value>,
+    pub sha256: Option<String>,
 }
 
 /// A configured printer, as `sync_printers` receives it from the config.
@@ -91,6 +94,9 @@ pub struct PrinterRow {
     pub plate_clear: bool,
     pub current_job: Option<String>,
     pub updated_at: i64,
+    /// The job whose plate waits for the robot, and how it ended.
+    pub last_job: Option<String>,
+    pub last_outcome: Option<String>,
 }
 
 /// One line of a job's history.
@@ -170,7 +176,7 @@ pub struct PurgedJob {
 /// Columns read by [`job_from_row`], in order.
 pub(crate) const JOB_COLUMNS: &str = "id, printer_id, source, model_url, gcode_path, filament, \
      priority, estimated_s, state, reason, lines_done, lines_total, bytes_done, bytes_total, \
-     progress, created_at, started_at, finished_at, updated_at, params";
+     progress, created_at, started_at, finished_at, updated_at, params, sha256";
 
 pub(crate) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
     let params: Option<String> = row.get(19)?;
@@ -201,11 +207,12 @@ pub(crate) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         finished_at: row.get(17)?,
         updated_at: row.get(18)?,
         params,
+        sha256: row.get(20)?,
     })
 }
 
 pub(crate) const PRINTER_COLUMNS: &str =
-    "id, port, filament, state, plate_clear, current_job, updated_at";
+    "id, port, filament, state, plate_clear, current_job, updated_at, last_job, last_outcome";
 
 pub(crate) fn printer_from_row(row: &Row<'_>) -> rusqlite::Result<PrinterRow> {
     Ok(PrinterRow {
@@ -216,6 +223,8 @@ pub(crate) fn printer_from_row(row: &Row<'_>) -> rusqlite::Result<PrinterRow> {
         plate_clear: row.get(4)?,
         current_job: row.get(5)?,
         updated_at: row.get(6)?,
+        last_job: row.get(7)?,
+        last_outcome: row.get(8)?,
     })
 }
 

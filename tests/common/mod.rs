@@ -29,6 +29,7 @@ pub fn job(id: &str, printer: Option<&str>, filament: Option<&str>, priority: i6
         priority,
         estimated_s: Some(3600),
         params: Some(serde_json::json!({"infill": 20})),
+        sha256: None,
     }
 }
 

@@ -166,6 +166,9 @@ pub enum LinkEvent {
 pub struct InboundMessage {
     pub topic: String,
     pub payload: Vec<u8>,
+    /// The broker's retain flag: a stored old message, not a fresh one. The
+    /// farm never acts on retained robot reports or commands.
+    pub retain: bool,
     pub ack: AckToken,
 }
 

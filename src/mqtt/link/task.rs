@@ -253,6 +253,7 @@ impl Link {
             Packet::Publish(publish) => {
                 let topic = publish.topic.clone();
                 let payload = publish.payload.to_vec();
+                let retain = publish.retain;
                 let ack = match publish.qos {
                     QoS::AtMostOnce => AckToken(None),
                     _ => AckToken(Some((conn.client.clone(), publish))),
@@ -261,6 +262,7 @@ impl Link {
                     .push_back(LinkEvent::Inbound(InboundMessage {
                         topic,
                         payload,
+                        retain,
                         ack,
                     }));
             }

@@ -1,0 +1,654 @@
+//! What the outside world asks of the farm: assignments (pushed or pulled)
+//! and their durable acceptance, robot reports, commands and triggers.
+
+use super::fresh::{self, Freshness};
+use super::model::{Job, Phase, Stop};
+use super::persist::{After, Tx};
+use super::{AckId, Effect, FarmCore, ReplyId};
+use crate::control::Response;
+use crate::lifecycle::JobState;
+use crate::mqtt::payload::{parse_rfc3339, Assignment, Command, CommandMsg, RobotProgress};
+use crate::printer::PrinterCommand;
+use crate::store::{Applied, Batch, JobSource, NewJob, Write};
+use log::{info, warn};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A job whose insert failed: kept in memory, retried, acknowledged later.
+#[derive(Debug)]
+pub(super) struct Unstored {
+    batch: Batch,
+    acks: Vec<AckId>,
+    retry_at: Instant,
+    delay: Duration,
+}
+
+impl FarmCore {
+    fn freshness(&self) -> Freshness {
+        Freshness {
+            max_age: self.s.max_message_age,
+            skew: self.s.clock_skew,
+        }
+    }
+
+    pub(super) fn on_assignment(
+        &mut self,
+        printer: &str,
+        a: Assignment,
+        warnings: Vec<String>,
+        ack: Option<AckId>,
+    ) {
+        let Some(p) = self.printers.get(printer) else {
+            self.reject_input(None, "assignment", &format!("unknown printer {printer}"));
+            self.push_ack(ack);
+            return;
+        };
+        if let (Some(want), Some(have)) = (a.filament_type.as_deref(), p.filament.as_deref()) {
+            if want != have {
+                let reason = format!("filament {want} does not match the printer's {have}");
+                warn!(
+                    "printer {printer}: assignment {} rejected: {reason}",
+                    a.job_id
+                );
+                let item = self.msgs.event(
+                    printer,
+                    "assignment_rejected",
+                    Some(&a.job_id),
+                    Some(&reason),
+                );
+                self.announce(item);
+                self.push_ack(ack);
+                return;
+            }
+        }
+        if a.filament_type.is_none() {
+            info!(
+                "printer {printer}: assignment {} states no filament; not checked",
+                a.job_id
+            );
+        }
+        for w in &warnings {
+            warn!("printer {printer}: assignment {}: {w}", a.job_id);
+        }
+        self.accept(printer, a, JobSource::Mqtt, ack, warnings.join("; "), None);
+    }
+
+    /// Stores a new job durably before anything else happens to it; `ack`
+    /// is sent once it is (a duplicate id is acknowledged and ignored).
+    /// `fail`: the job is recorded as failed in the same write (a pulled job
+    /// that cannot run here is kept in the history, never lost silently).
+    pub(super) fn accept(
+        &mut self,
+        printer: &str,
+        a: Assignment,
+        source: JobSource,
+        ack: Option<AckId>,
+        note: String,
+        fail: Option<String>,
+    ) {
+        if let Some(known) = self.jobs.get(&a.job_id) {
+            if known.stored {
+                info!("printer {printer}: job {} already known; ignored", a.job_id);
+                self.push_ack(ack);
+            } else if let (Some(u), Some(ack)) = (self.unstored.get_mut(&a.job_id), ack) {
+                u.acks.push(ack);
+            }
+            return;
+        }
+        let new = NewJob {
+            id: a.job_id.clone(),
+            printer_id: Some(printer.to_owned()),
+            source,
+            model_url: Some(a.model_url.clone()),
+            gcode_path: None,
+            filament: a.filament_type.clone(),
+            priority: a.priority.unwrap_or(0),
+            estimated_s: a.estimated_time.and_then(|t| i64::try_from(t).ok()),
+            params: a.parameters.clone(),
+            sha256: a.sha256.clone(),
+        };
+        let order = self.next_order;
+        self.next_order += 1;
+        self.jobs.insert(
+            a.job_id.clone(),
+            Job {
+                id: a.job_id.clone(),
+                printer: Some(printer.to_owned()),
+                source,
+                model_url: Some(a.model_url.clone()),
+                gcode_path: None,
+                filament: a.filament_type.clone(),
+                priority: new.priority,
+                estimated_s: a.estimated_time,
+                sha256: a.sha256.clone(),
+                params: a.parameters.clone(),
+                state: if fail.is_some() {
+                    JobState::Failed
+                } else {
+                    JobState::Queued
+                },
+                order,
+                stored: false,
+                file_pending: false,
+                stop: fail.clone().map(Stop::Cancel),
+                stop_pending: fail.is_some(),
+            },
+        );
+        let note = (!note.is_empty()).then_some(note);
+        let mut tx = Tx::default();
+        tx.write(Write::AddJob(new)).out(self.msgs.event(
+            printer,
+            "job_accepted",
+            Some(&a.job_id),
+            note.as_deref(),
+        ));
+        if source == JobSource::Queue {
+            tx.out(self.msgs.assignment(printer, &a));
+        }
+        if let Some(reason) = &fail {
+            warn!("job {}: {reason}", a.job_id);
+            tx.job(&a.job_id, JobState::Failed, Some(reason))
+                .out(
+                    self.msgs
+                        .event(printer, "job_failed", Some(&a.job_id), Some(reason)),
+                )
+                .out(self.msgs.job_complete(printer, &a.job_id, "failed"));
+        }
+        tx.out(self.progress_item(printer));
+        self.commit_accept(&a.job_id, tx, ack.into_iter().collect());
+    }
+
+    fn commit_accept(&mut self, job: &str, tx: Tx, acks: Vec<AckId>) {
+        let batch = Batch {
+            writes: tx.writes.clone(),
+            outbox: tx.outbox.clone(),
+            durable: true,
+        };
+        self.unstored.insert(
+            job.to_owned(),
+            Unstored {
+                batch,
+                acks,
+                retry_at: self.now,
+                delay: Duration::from_secs(1),
+            },
+        );
+        let after = After::Accepted {
+            job: job.to_owned(),
+            ack: None,
+            reply: None,
+            spool: None,
+        };
+        self.commit(tx, after);
+    }
+
+    pub(super) fn on_accept_answer(
+        &mut self,
+        job: &str,
+        ack: Option<AckId>,
+        reply: Option<ReplyId>,
+        spool: Option<(PathBuf, PathBuf)>,
+        result: Result<Applied, String>,
+    ) {
+        let mut acks: Vec<AckId> = ack.into_iter().collect();
+        if spool.is_some() && !matches!(result, Ok(Applied::Done)) {
+            self.local_adds.remove(job);
+        }
+        match result {
+            Ok(Applied::Duplicate) => {
+                if let Some(u) = self.unstored.remove(job) {
+                    acks.extend(u.acks);
+                }
+                if self.jobs.get(job).is_some_and(|j| !j.stored) {
+                    self.jobs.remove(job);
+                }
+                info!("job {job} already known; ignored");
+                if let Some((upload, _)) = spool {
+                    self.push(Effect::RemoveFile { path: upload });
+                }
+                if let Some(id) = reply {
+                    let response = Response::err(format!("job {job} already exists"));
+                    self.push(Effect::Reply { id, response });
+                }
+            }
+            Ok(_) => {
+                if let Some(u) = self.unstored.remove(job) {
+                    acks.extend(u.acks);
+                }
+                if let Some(j) = self.jobs.get_mut(job) {
+                    j.stored = true;
+                    if j.state.is_terminal() {
+                        self.jobs.remove(job);
+                    }
+                }
+                match spool {
+                    Some((from, to)) => self.push(Effect::Spool {
+                        job: job.to_owned(),
+                        from,
+                        to,
+                    }),
+                    None => {
+                        if let Some(id) = reply {
+                            let response = Response::ok(format!("job {job} accepted"));
+                            self.push(Effect::Reply { id, response });
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                if reply.is_some() || spool.is_some() {
+                    // An operator is waiting: tell them, keep nothing.
+                    self.unstored.remove(job);
+                    self.jobs.remove(job);
+                    if let Some((upload, _)) = spool {
+                        self.push(Effect::RemoveFile { path: upload });
+                    }
+                    if let Some(id) = reply {
+                        let response = Response::err(format!("job {job} not stored: {e}"));
+                        self.push(Effect::Reply { id, response });
+                    }
+                } else if let Some(u) = self.unstored.get_mut(job) {
+                    // MQTT or queue manager: no acknowledgement without a
+                    // durable row; keep it and retry (with back-off).
+                    warn!("job {job}: not stored ({e}); retrying in {:?}", u.delay);
+                    u.retry_at = self.now + u.delay;
+                    u.delay = (u.delay * 2).min(Duration::from_secs(30));
+                    u.acks.append(&mut acks);
+                }
+            }
+        }
+        for a in acks {
+            self.push(Effect::Ack(a));
+        }
+    }
+
+    /// Retries the inserts that failed, and the cancels that were not stored.
+    pub(super) fn retry_unstored(&mut self) {
+        let now = self.now;
+        let due: Vec<(String, Batch)> = self
+            .unstored
+            .iter_mut()
+            .filter(|(_, u)| u.retry_at <= now)
+            .map(|(id, u)| {
+                u.retry_at = now + Duration::from_secs(3600);
+                (id.clone(), u.batch.clone())
+            })
+            .collect();
+        for (job, batch) in due {
+            let tx = Tx {
+                writes: batch.writes,
+                outbox: batch.outbox,
+            };
+            let after = After::Accepted {
+                job,
+                ack: None,
+                reply: None,
+                spool: None,
+            };
+            self.commit(tx, after);
+        }
+        let cancels: Vec<(String, Option<String>)> = self
+            .jobs
+            .values_mut()
+            .filter(|j| j.stop.is_some() && !j.stop_pending && j.stored)
+            .filter(|j| !j.state.is_active())
+            .map(|j| {
+                j.stop_pending = true;
+                (j.id.clone(), j.printer.clone())
+            })
+            .collect();
+        for (job, printer) in cancels {
+            self.write_cancel(&job, printer.as_deref(), "cancelled by operator", None);
+        }
+    }
+
+    pub(super) fn push_ack(&mut self, ack: Option<AckId>) {
+        if let Some(a) = ack {
+            self.push(Effect::Ack(a));
+        }
+    }
+
+    pub(super) fn on_robot(&mut self, r: RobotProgress, retained: bool) {
+        let fresh = fresh::check(retained, Some(&r.timestamp), self.wall, self.freshness());
+        if let Err(why) = fresh {
+            let problem = format!("robot {} about {}: {why}", r.robot_id, r.printer_id);
+            self.reject_input(Some(&r.printer_id), "robot", &problem);
+            return;
+        }
+        if let Some(rules) = &self.s.robots {
+            let allowed = rules
+                .iter()
+                .any(|rule| rule.id == r.robot_id && rule.printers.contains(&r.printer_id));
+            if !allowed {
+                let problem = format!(
+                    "robot {} may not clear printer {} (see [[robot]])",
+                    r.robot_id, r.printer_id
+                );
+                self.reject_input(Some(&r.printer_id), "robot", &problem);
+                return;
+            }
+        }
+        if !(r.action == "pick" && r.is_completed()) {
+            info!(
+                "robot {}: {} {} on {}",
+                r.robot_id, r.action, r.status, r.printer_id
+            );
+            return;
+        }
+        // A report written before this plate started waiting is about an
+        // earlier print (a late or duplicated message): never clear on it.
+        let since = self
+            .printers
+            .get(&r.printer_id)
+            .and_then(|p| p.awaiting_since);
+        let stamp = parse_rfc3339(&r.timestamp);
+        if let (Some(since), Some(stamp)) = (since, stamp) {
+            if stamp + self.s.clock_skew < since {
+                let problem = format!(
+                    "robot {}: pick completed at {} predates the end of the print on {}",
+                    r.robot_id, r.timestamp, r.printer_id
+                );
+                self.reject_input(Some(&r.printer_id), "robot", &problem);
+                return;
+            }
+        }
+        let by = format!("robot {}", r.robot_id);
+        if let Err(reason) = self.plate_cleared(&r.printer_id, &by) {
+            info!("robot {}: pick completed ignored: {reason}", r.robot_id);
+        }
+    }
+
+    pub(super) fn on_mqtt_command(
+        &mut self,
+        printer: &str,
+        msg: &CommandMsg,
+        retained: bool,
+        estop_sent: bool,
+        ack: Option<AckId>,
+    ) {
+        let answer = match fresh::check(
+            retained,
+            msg.timestamp.as_deref(),
+            self.wall,
+            self.freshness(),
+        ) {
+            Err(why) => Err(format!("{} dropped: {why}", command_name(msg.command))),
+            Ok(()) => self
+                .command(printer, msg, estop_sent, None)
+                .map(Option::unwrap_or_default),
+        };
+        self.answer_command(printer, msg, answer);
+        self.push_ack(ack);
+    }
+
+    /// The command's answer as an event on the printer's topic.
+    pub(super) fn answer_command(
+        &mut self,
+        printer: &str,
+        msg: &CommandMsg,
+        answer: Result<String, String>,
+    ) {
+        let (kind, text) = match &answer {
+            Ok(t) => ("command_accepted", t.as_str()),
+            Err(t) => {
+                warn!("printer {printer}: command refused: {t}");
+                ("command_rejected", t.as_str())
+            }
+        };
+        let item = self
+            .msgs
+            .event(printer, kind, msg.job_id.as_deref(), Some(text));
+        self.announce(item);
+    }
+
+    /// Carries out one command and says how it went. With `reply` (a
+    /// control request), the cancel of a waiting job is answered once it is
+    /// durable instead: then the answer here is `Ok(None)`.
+    pub(super) fn command(
+        &mut self,
+        printer: &str,
+        msg: &CommandMsg,
+        estop_sent: bool,
+        reply: Option<ReplyId>,
+    ) -> Result<Option<String>, String> {
+        let Some(p) = self.printers.get(printer) else {
+            return Err(format!("unknown printer {printer}"));
+        };
+        let held = p.held.as_ref().map(|h| (h.job.clone(), h.phase));
+        let named = msg.job_id.as_deref();
+        match msg.command {
+            Command::Pause | Command::Resume => {
+                let Some((job, phase)) = held.filter(|(_, ph)| ph.on_printer()) else {
+                    return Err(format!("printer {printer} has no job running"));
+                };
+                if named.is_some_and(|n| n != job) {
+                    return Err(format!(
+                        "job {} is not the job on {printer} ({job})",
+                        named.unwrap_or_default()
+                    ));
+                }
+                let (cmd, text) = if msg.command == Command::Pause {
+                    (PrinterCommand::Pause, "pausing")
+                } else {
+                    (PrinterCommand::Resume, "resuming")
+                };
+                if (msg.command == Command::Pause) == (phase == Phase::Paused) {
+                    return Ok(Some(format!("job {job} is already {}", phase.state_word())));
+                }
+                self.push(Effect::Printer {
+                    printer: printer.to_owned(),
+                    cmd,
+                });
+                Ok(Some(text.into()))
+            }
+            Command::Cancel => match (named, held) {
+                (Some(n), Some((job, _))) if n == job => Ok(Some(self.cancel_held(printer))),
+                (Some(n), _) => {
+                    let here = self
+                        .jobs
+                        .get(n)
+                        .is_some_and(|j| j.printer.as_deref() == Some(printer));
+                    if !here {
+                        return Err(format!(
+                            "job {n} is not printing, paused or waiting on {printer}"
+                        ));
+                    }
+                    self.cancel_waiting(n, reply)
+                }
+                (None, Some(_)) => Ok(Some(self.cancel_held(printer))),
+                (None, None) => Err(format!("printer {printer} has no job running")),
+            },
+            Command::ClearPlate => self
+                .plate_cleared(printer, "operator")
+                .map(|()| Some("plate clear".into())),
+            Command::EmergencyStop => {
+                if !estop_sent {
+                    self.push(Effect::Printer {
+                        printer: printer.to_owned(),
+                        cmd: PrinterCommand::EmergencyStop,
+                    });
+                }
+                if let Some((job, phase)) = held {
+                    if let Some(j) = self.jobs.get_mut(&job) {
+                        j.stop = Some(Stop::EmergencyStop);
+                    }
+                    if !phase.on_printer() {
+                        self.end_held_before_start(printer, "emergency stop");
+                    }
+                }
+                Ok(Some("M112 sent".into()))
+            }
+        }
+    }
+
+    /// Cancels what `printer` holds, in whatever phase it is.
+    pub(super) fn cancel_held(&mut self, printer: &str) -> String {
+        let Some((job, phase)) = self
+            .printers
+            .get(printer)
+            .and_then(|p| p.held.as_ref())
+            .map(|h| (h.job.clone(), h.phase))
+        else {
+            return format!("printer {printer} has no job");
+        };
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.stop = Some(Stop::Cancel("cancelled by operator".into()));
+        }
+        if phase.on_printer() {
+            self.push(Effect::Printer {
+                printer: printer.to_owned(),
+                cmd: PrinterCommand::Cancel,
+            });
+            return format!("cancelling job {job}; heaters off");
+        }
+        self.end_held_before_start(printer, "cancelled by operator");
+        format!("job {job} cancelled")
+    }
+
+    /// Ends the held job of `printer` that has not reached it (downloading,
+    /// file check, or `printing` not yet durable): no line went out.
+    fn end_held_before_start(&mut self, printer: &str, why: &str) {
+        let Some(h) = self.printers.get(printer).and_then(|p| p.held.clone()) else {
+            return;
+        };
+        match h.phase {
+            // The store's answer finishes it (see `After::Started`).
+            Phase::Starting | Phase::Printing | Phase::Paused => {}
+            Phase::Downloading | Phase::Scanning => {
+                if h.phase == Phase::Downloading {
+                    self.push(Effect::AbortDownload { job: h.job.clone() });
+                }
+                if let Some(p) = self.printers.get_mut(printer) {
+                    p.held = None;
+                }
+                if let Some(j) = self.jobs.get_mut(&h.job) {
+                    j.stop_pending = true;
+                }
+                self.write_cancel(&h.job, Some(printer), why, None);
+            }
+        }
+    }
+
+    /// Cancels a job that is not on a printer yet; answered once durable.
+    pub(super) fn cancel_waiting(
+        &mut self,
+        job: &str,
+        reply: Option<ReplyId>,
+    ) -> Result<Option<String>, String> {
+        let Some(j) = self.jobs.get_mut(job) else {
+            return Err(format!("no open job {job}"));
+        };
+        if j.state.is_active() {
+            return Err(format!("job {job} is {}", j.state.as_str()));
+        }
+        j.stop = Some(Stop::Cancel("cancelled by operator".into()));
+        j.stop_pending = true;
+        let printer = j.printer.clone();
+        let answered_later = reply.is_some();
+        self.write_cancel(job, printer.as_deref(), "cancelled by operator", reply);
+        Ok((!answered_later).then(|| format!("job {job} cancelled")))
+    }
+
+    /// The durable cancel of a job that never reached a printer.
+    fn write_cancel(
+        &mut self,
+        job: &str,
+        printer: Option<&str>,
+        reason: &str,
+        reply: Option<ReplyId>,
+    ) {
+        let mut tx = Tx::default();
+        tx.job(job, JobState::Cancelled, Some(reason));
+        match printer {
+            Some(p) => {
+                tx.out(self.msgs.event(p, "job_cancelled", Some(job), Some(reason)))
+                    .out(self.msgs.job_complete(p, job, "cancelled"));
+            }
+            None => {
+                tx.out(
+                    self.msgs
+                        .gateway_event("job_cancelled", Some(job), Some(reason)),
+                );
+            }
+        }
+        // The progress message is built after the job left the queue.
+        let state_before = self.jobs.get(job).map(|j| j.state);
+        if let Some(j) = self.jobs.get_mut(job) {
+            j.state = JobState::Cancelled;
+        }
+        if let Some(p) = printer {
+            tx.out(self.progress_item(p));
+        }
+        if let (Some(j), Some(s)) = (self.jobs.get_mut(job), state_before) {
+            j.state = s;
+        }
+        self.commit(
+            tx,
+            After::Cancelled {
+                job: job.to_owned(),
+                reply,
+            },
+        );
+    }
+
+    pub(super) fn on_trigger(&mut self, topic: &str, retained: bool) {
+        if retained {
+            self.reject_input(
+                None,
+                "trigger",
+                &format!("{topic}: retained trigger ignored"),
+            );
+            return;
+        }
+        let matching: Vec<(usize, String, String)> = self
+            .s
+            .triggers
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.topic == topic)
+            .map(|(i, t)| (i, t.printer.clone(), t.gcode.clone()))
+            .collect();
+        for (index, printer, gcode) in matching {
+            let Some(p) = self.printers.get(&printer) else {
+                continue;
+            };
+            // Idle only: never while printing, and not on a plate nobody has
+            // confirmed clear (a homing macro could hit the part).
+            let idle = self.is_free(p) && self.queued_for(&printer).is_none();
+            let state = self.view(p).wire.state;
+            let (kind, msg) = if idle {
+                self.push(Effect::Printer {
+                    printer: printer.clone(),
+                    cmd: PrinterCommand::RunMacro { gcode },
+                });
+                self.running_triggers.insert(printer.clone(), index);
+                ("trigger_run", format!("macro from {topic}"))
+            } else {
+                (
+                    "trigger_refused",
+                    format!("macro from {topic} refused: printer is {state}, not idle"),
+                )
+            };
+            let item = self.msgs.event(&printer, kind, None, Some(&msg));
+            self.announce(item);
+        }
+    }
+
+    pub(super) fn on_invalid(
+        &mut self,
+        printer: Option<&str>,
+        kind: &str,
+        problem: &str,
+        ack: Option<AckId>,
+    ) {
+        self.reject_input(printer, kind, problem);
+        self.push_ack(ack);
+    }
+}
+
+fn command_name(c: Command) -> &'static str {
+    Command::ALL
+        .iter()
+        .find(|(_, x)| *x == c)
+        .map_or("command", |(n, _)| *n)
+}

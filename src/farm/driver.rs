@@ -1,0 +1,486 @@
+//! Runs the farm core with the real parts: the store, the printer tasks,
+//! the MQTT link's acknowledgements and volatile publishes, the queue
+//! manager (on blocking threads), the spool folder and systemd.
+//!
+//! Owns no decision. It turns outside messages into core inputs, executes
+//! the core's effects in order (awaiting each store write and feeding its
+//! answer back before the next effect), and runs everything slow (file
+//! checks, downloads, HTTP, file moves) on blocking threads whose answers
+//! come back as inputs. Printer commands are never dropped: a full command
+//! channel keeps them in a per-printer backlog, in order.
+
+use super::core::{AckId, ControlRequest, Effect, FarmCore, Input, ReplyId};
+use super::FarmInput;
+use crate::control::{Request, Response};
+use crate::mqtt::link::AckToken;
+use crate::mqtt::payload::{Command, CommandMsg};
+use crate::printer::{PrinterCommand, PrinterReport, ReportKind};
+use crate::source::QueueClient;
+use crate::store::Store;
+use log::{debug, error, info, warn};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+/// A volatile publish: (topic, payload, retain), never stored.
+pub type Volatile = (String, Vec<u8>, bool);
+
+/// How long shutdown waits for the printer tasks to leave their printers safe.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// One printer task as the driver reaches it.
+pub struct PrinterLink {
+    pub commands: mpsc::Sender<PrinterCommand>,
+    backlog: VecDeque<PrinterCommand>,
+    gone: bool,
+}
+
+impl PrinterLink {
+    pub fn new(commands: mpsc::Sender<PrinterCommand>) -> Self {
+        PrinterLink {
+            commands,
+            backlog: VecDeque::new(),
+            gone: false,
+        }
+    }
+}
+
+/// What the driver needs besides the core.
+pub struct Parts {
+    pub store: Store,
+    pub printers: BTreeMap<String, PrinterLink>,
+    pub queue: Option<Arc<QueueClient>>,
+    pub volatile: Option<mpsc::Sender<Volatile>>,
+    /// Wakes the outbox pump after a write that queued messages.
+    pub outbox_ready: Arc<Notify>,
+    pub max_download_retries: u32,
+    /// Jitter seed of download back-offs (gateway id and clock).
+    pub jitter_seed: u64,
+}
+
+pub struct Driver {
+    core: FarmCore,
+    p: Parts,
+    acks: BTreeMap<AckId, AckToken>,
+    replies: BTreeMap<ReplyId, oneshot::Sender<Response>>,
+    next_id: u64,
+    results_tx: mpsc::UnboundedSender<Input>,
+    results_rx: mpsc::UnboundedReceiver<Input>,
+    aborts: BTreeMap<String, Arc<AtomicBool>>,
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl Driver {
+    pub fn new(core: FarmCore, parts: Parts) -> Self {
+        // Unbounded by design: each result answers one effect the core
+        // issued, so there are never more than the core asked for.
+        let (results_tx, results_rx) = mpsc::unbounded_channel();
+        Driver {
+            core,
+            p: parts,
+            acks: BTreeMap::new(),
+            replies: BTreeMap::new(),
+            next_id: 1,
+            results_tx,
+            results_rx,
+            aborts: BTreeMap::new(),
+        }
+    }
+
+    /// Runs until `shutdown` turns true, then stops every printer safely
+    /// (a print in progress is interrupted, heaters off) and returns.
+    pub async fn run(
+        mut self,
+        mut reports: mpsc::Receiver<PrinterReport>,
+        mut inputs: mpsc::Receiver<FarmInput>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut retry = tokio::time::interval(Duration::from_millis(50));
+        self.drain().await;
+        loop {
+            let backlog = self.p.printers.values().any(|l| !l.backlog.is_empty());
+            tokio::select! {
+                Some(report) = reports.recv() => self.feed(Input::Report(report)).await,
+                Some(input) = self.results_rx.recv() => self.feed(input).await,
+                Some(input) = inputs.recv() => {
+                    let input = self.convert(input);
+                    self.feed(input).await;
+                }
+                _ = tick.tick() => {
+                    self.feed(Input::Tick).await;
+                    self.watchdog().await;
+                }
+                _ = retry.tick(), if backlog => self.flush_backlogs().await,
+                changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { break },
+            }
+        }
+        self.shut_down(&mut reports).await;
+    }
+
+    async fn feed(&mut self, input: Input) {
+        self.core.handle(now(), SystemTime::now(), input);
+        self.drain().await;
+    }
+
+    /// Executes the core's effects in order until it has none left.
+    async fn drain(&mut self) {
+        while let Some(effect) = self.core.poll_effect() {
+            self.execute(effect).await;
+        }
+    }
+
+    async fn execute(&mut self, effect: Effect) {
+        match effect {
+            Effect::Persist { op, batch } => {
+                let wakes_pump = !batch.outbox.is_empty();
+                let result = self.p.store.apply(batch).await.map_err(|e| e.to_string());
+                if wakes_pump && result.is_ok() {
+                    self.p.outbox_ready.notify_one();
+                }
+                self.core
+                    .handle(now(), SystemTime::now(), Input::Persisted { op, result });
+            }
+            Effect::Printer { printer, cmd } => self.send_printer(&printer, cmd).await,
+            Effect::Ack(id) => {
+                if let Some(token) = self.acks.remove(&id) {
+                    token.ack();
+                }
+            }
+            Effect::Reply { id, response } => {
+                if let Some(tx) = self.replies.remove(&id) {
+                    if tx.send(response).is_err() {
+                        debug!("control: the client left before its answer");
+                    }
+                }
+            }
+            Effect::Publish {
+                topic,
+                payload,
+                retain,
+            } => {
+                if let Some(v) = &self.p.volatile {
+                    // A last value: when the link is this far behind, the
+                    // next one replaces it anyway.
+                    if v.try_send((topic, payload, retain)).is_err() {
+                        debug!("mqtt: volatile publish skipped (link busy)");
+                    }
+                }
+            }
+            Effect::Pull { printer } => self.pull(printer),
+            Effect::Download {
+                job,
+                url,
+                dest,
+                sha256,
+            } => self.download(job, url, dest, sha256),
+            Effect::AbortDownload { job } => {
+                if let Some(flag) = self.aborts.get(&job) {
+                    flag.store(true, Ordering::Relaxed);
+                }
+            }
+            Effect::Scan { job, path } => self.blocking(move || Input::Scanned {
+                result: crate::printer::job_file::scan(&path).map_err(|e| e.to_string()),
+                job,
+            }),
+            Effect::Spool { job, from, to } => self.blocking(move || Input::Spooled {
+                result: spool(&from, &to),
+                job,
+            }),
+            Effect::RemoveFile { path } => {
+                tokio::task::spawn_blocking(move || match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => warn!("cannot remove {}: {e}", path.display()),
+                });
+            }
+            Effect::Status(text) => crate::notify::status(&text),
+        }
+    }
+
+    /// Delivers a command in order; a full channel keeps it for later, a
+    /// closed one tells the core the task is gone.
+    async fn send_printer(&mut self, printer: &str, cmd: PrinterCommand) {
+        let Some(link) = self.p.printers.get_mut(printer) else {
+            warn!("command for unknown printer {printer} dropped: {cmd:?}");
+            return;
+        };
+        if link.gone {
+            return;
+        }
+        link.backlog.push_back(cmd);
+        self.flush_backlogs().await;
+    }
+
+    async fn flush_backlogs(&mut self) {
+        let mut gone = Vec::new();
+        for (id, link) in &mut self.p.printers {
+            while let Some(cmd) = link.backlog.pop_front() {
+                match link.commands.try_send(cmd) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(cmd)) => {
+                        link.backlog.push_front(cmd);
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        link.gone = true;
+                        link.backlog.clear();
+                        gone.push(id.clone());
+                    }
+                }
+            }
+        }
+        for printer in gone {
+            error!("printer {printer}: its task is gone");
+            self.core
+                .handle(now(), SystemTime::now(), Input::PrinterGone { printer });
+        }
+    }
+
+    /// Runs `work` on a blocking thread and feeds its answer back. A panic
+    /// there is a bug; it still answers (as an error) so nothing waits forever.
+    fn blocking(&self, work: impl FnOnce() -> Input + Send + 'static) {
+        let tx = self.results_tx.clone();
+        tokio::spawn(async move {
+            match tokio::task::spawn_blocking(work).await {
+                Ok(input) => {
+                    if tx.send(input).is_err() {
+                        debug!("farm stopped before a blocking answer");
+                    }
+                }
+                Err(e) => error!("blocking farm work failed: {e}"),
+            }
+        });
+    }
+
+    fn pull(&self, printer: String) {
+        let Some(client) = self.p.queue.clone() else {
+            let input = Input::Pulled {
+                printer,
+                result: Err("no [queue_manager] configured".into()),
+            };
+            if self.results_tx.send(input).is_err() {
+                debug!("farm stopped before a pull answer");
+            }
+            return;
+        };
+        self.blocking(move || Input::Pulled {
+            result: client.fetch_job(&printer).map_err(|e| e.to_string()),
+            printer,
+        });
+    }
+
+    fn download(&mut self, job: String, url: String, _dest: PathBuf, _sha256: Option<String>) {
+        let abort = Arc::new(AtomicBool::new(false));
+        self.aborts.insert(job.clone(), abort.clone());
+        let Some(client) = self.p.queue.clone() else {
+            let input = Input::Downloaded {
+                job,
+                result: Err("no [queue_manager] configured to download the model".into()),
+            };
+            if self.results_tx.send(input).is_err() {
+                debug!("farm stopped before a download answer");
+            }
+            return;
+        };
+        let (tx, retries) = (self.results_tx.clone(), self.p.max_download_retries);
+        let seed = self.p.jitter_seed
+            ^ job
+                .bytes()
+                .fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
+        self.blocking(move || {
+            let mut backoff = crate::backoff::Backoff::new(
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+                0.2,
+                seed,
+            );
+            let wait = |err: &crate::source::SourceError, delay: Duration| {
+                let retry = Input::DownloadRetry {
+                    job: job.clone(),
+                    reason: err.to_string(),
+                };
+                if tx.send(retry).is_err() {
+                    abort.store(true, Ordering::Relaxed);
+                }
+                sleep_unless(&abort, delay);
+            };
+            let result = if abort.load(Ordering::Relaxed) {
+                Err("download aborted".to_owned())
+            } else {
+                crate::source::retry_download(&client, &url, &job, retries, &mut backoff, wait)
+                    .map_err(|e| e.to_string())
+            };
+            Input::Downloaded { job, result }
+        });
+    }
+
+    /// Turns a message from the MQTT dispatcher or the control socket into
+    /// a core input, keeping its acknowledgement or answer channel here.
+    fn convert(&mut self, input: FarmInput) -> Input {
+        match input {
+            FarmInput::Assignment {
+                printer,
+                assignment,
+                warnings,
+                ack,
+            } => Input::Assignment {
+                printer,
+                assignment,
+                warnings,
+                ack: ack.map(|t| self.keep_ack(t)),
+            },
+            FarmInput::Robot { progress, retained } => Input::Robot { progress, retained },
+            FarmInput::Command {
+                printer,
+                msg,
+                retained,
+                estop_sent,
+                ack,
+            } => Input::Command {
+                printer,
+                msg,
+                retained,
+                estop_sent,
+                ack: ack.map(|t| self.keep_ack(t)),
+            },
+            FarmInput::Trigger { topic, retained } => Input::Trigger { topic, retained },
+            FarmInput::Invalid {
+                printer,
+                kind,
+                problem,
+                ack,
+            } => Input::Invalid {
+                printer,
+                kind,
+                problem,
+                ack: ack.map(|t| self.keep_ack(t)),
+            },
+            FarmInput::Control { req, upload, reply } => {
+                let id = self.next_id;
+                self.next_id += 1;
+                self.replies.insert(id, reply);
+                Input::Control {
+                    req: control_request(req, upload),
+                    reply: id,
+                }
+            }
+        }
+    }
+
+    fn keep_ack(&mut self, token: AckToken) -> AckId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.acks.insert(id, token);
+        id
+    }
+
+    /// Pings systemd's watchdog from the farm loop itself, once the store
+    /// answered too: a wedged farm loop or store stops the pings.
+    async fn watchdog(&self) {
+        if crate::notify::watchdog_interval().is_none() {
+            return;
+        }
+        match self.p.store.outbox_len().await {
+            Ok(_) => crate::notify::watchdog_ping(),
+            Err(e) => error!("watchdog: store does not answer: {e}"),
+        }
+    }
+
+    async fn shut_down(&mut self, reports: &mut mpsc::Receiver<PrinterReport>) {
+        info!("stopping: no new jobs; leaving printers safe");
+        self.feed(Input::Shutdown).await;
+        let mut running = self.p.printers.values().filter(|l| !l.gone).count();
+        let deadline = tokio::time::Instant::now() + STOP_WAIT;
+        while running > 0 {
+            let backlog = self.p.printers.values().any(|l| !l.backlog.is_empty());
+            tokio::select! {
+                report = tokio::time::timeout_at(deadline, reports.recv()) => match report {
+                    Ok(Some(report)) => {
+                        if matches!(report.kind, ReportKind::Stopped) {
+                            running -= 1;
+                        }
+                        self.feed(Input::Report(report)).await;
+                    }
+                    _ => break,
+                },
+                Some(input) = self.results_rx.recv() => self.feed(input).await,
+                _ = tokio::time::sleep(Duration::from_millis(50)), if backlog => {
+                    self.flush_backlogs().await;
+                }
+            }
+        }
+        if running > 0 {
+            warn!("{running} printer task(s) did not stop in time");
+        }
+    }
+}
+
+/// The core's view of a control request.
+fn control_request(req: Request, upload: Option<PathBuf>) -> ControlRequest {
+    let printer_cmd = |printer: String, command| ControlRequest::Printer {
+        printer,
+        msg: CommandMsg {
+            command,
+            job_id: None,
+            timestamp: None,
+        },
+    };
+    match req {
+        Request::Ping => ControlRequest::Ping,
+        Request::Status => ControlRequest::Status,
+        Request::AddJob {
+            printer,
+            priority,
+            id,
+            ..
+        } => match upload {
+            Some(upload) => ControlRequest::AddJob {
+                printer,
+                priority,
+                id,
+                upload,
+            },
+            None => ControlRequest::Ping,
+        },
+        Request::CancelJob { job } => ControlRequest::CancelJob { job },
+        Request::Clear { printer } => printer_cmd(printer, Command::ClearPlate),
+        Request::Pause { printer } => printer_cmd(printer, Command::Pause),
+        Request::Resume { printer } => printer_cmd(printer, Command::Resume),
+        Request::EmergencyStop { printer } => printer_cmd(printer, Command::EmergencyStop),
+    }
+}
+
+/// Moves a local upload to its spool name without ever replacing a file:
+/// a hard link fails if the name exists, then the upload name goes.
+fn spool(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::hard_link(from, to).map_err(|e| format!("{}: {e}", to.display()))?;
+    if let Err(e) = std::fs::remove_file(from) {
+        warn!("cannot remove the upload {}: {e}", from.display());
+    }
+    if let Some(dir) = to.parent() {
+        if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+            warn!("cannot sync {}: {e}", dir.display());
+        }
+    }
+    Ok(())
+}
+
+/// Sleeps `delay` in short steps, ending early once `abort` is set (so a
+/// shutdown never waits for a download's back-off).
+fn sleep_unless(abort: &AtomicBool, delay: Duration) {
+    let step = Duration::from_millis(100);
+    let mut left = delay;
+    while !left.is_zero() && !abort.load(Ordering::Relaxed) {
+        let d = left.min(step);
+        std::thread::sleep(d);
+        left = left.saturating_sub(d);
+    }
+}
