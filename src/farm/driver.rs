@@ -9,14 +9,14 @@
 //! come back as inputs. Printer commands are never dropped: a full command
 //! channel keeps them in a per-printer backlog, in order.
 
-use super::core::{AckId, ControlRequest, Effect, FarmCore, Input, ReplyId};
+use super::core::{AckId, ControlRequest, Effect, FarmCore, Input, PersistError, ReplyId};
 use super::FarmInput;
 use crate::control::{Request, Response};
 use crate::mqtt::link::AckToken;
 use crate::mqtt::payload::{Command, CommandMsg};
 use crate::printer::{PrinterCommand, PrinterReport, ReportKind};
 use crate::source::QueueClient;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use log::{debug, error, info, warn};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -141,7 +141,7 @@ impl Driver {
         match effect {
             Effect::Persist { op, batch } => {
                 let wakes_pump = !batch.outbox.is_empty();
-                let result = self.p.store.apply(batch).await.map_err(|e| e.to_string());
+                let result = self.p.store.apply(batch).await.map_err(persist_error);
                 if wakes_pump && result.is_ok() {
                     self.p.outbox_ready.notify_one();
                 }
@@ -420,6 +420,24 @@ impl Driver {
         if running > 0 {
             warn!("{running} printer task(s) did not stop in time");
         }
+    }
+}
+
+/// A store error as the core sees it: worth retrying (disk full, I/O, a
+/// read-only or busy store) or refused for good (an illegal move: a bug).
+fn persist_error(e: StoreError) -> PersistError {
+    let retry = !matches!(
+        e,
+        StoreError::IllegalTransition { .. }
+            | StoreError::IllegalPrinterTransition { .. }
+            | StoreError::PlateNotClear { .. }
+            | StoreError::UnknownJob(_)
+            | StoreError::UnknownPrinter(_)
+            | StoreError::BadRow { .. }
+    );
+    PersistError {
+        message: e.to_string(),
+        retry,
     }
 }
 

@@ -37,6 +37,11 @@ pub enum PrinterCommand {
         job_id: String,
         path: PathBuf,
         summary: job_file::Summary,
+        /// How many `Offline`/`Fault` reports the sender had seen from this
+        /// task. A start decided before a loss the task has since reported is
+        /// refused (`Rejected` with the job), never run on the next
+        /// connection behind the farm's back.
+        session: u64,
     },
     Pause,
     Resume,

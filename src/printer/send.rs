@@ -126,6 +126,7 @@ pub async fn send_file(settings: PrinterSettings, path: &Path, summary: Summary)
             job_id: "send".into(),
             path: path.to_path_buf(),
             summary,
+            session: 0,
         })
         .await;
     let mut started = Instant::now();

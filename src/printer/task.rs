@@ -29,6 +29,7 @@ pub fn spawn(
         reports,
         job: None,
         pending: None,
+        losses: 0,
         stopping: false,
         restart_core: false,
         stats: Default::default(),
@@ -63,6 +64,8 @@ struct Task {
     reports: mpsc::Sender<PrinterReport>,
     job: Option<ActiveJob>,
     pending: Option<(String, PathBuf, Summary)>,
+    /// `Offline` and `Fault` reports sent (see `PrinterCommand::StartJob`).
+    losses: u64,
     stopping: bool,
     /// Set after a protocol failure: flush the safety lines, then start a
     /// fresh protocol on the same port.
@@ -215,8 +218,14 @@ impl Task {
                 job_id,
                 path,
                 summary,
+                session,
             } => {
-                if self.job.is_some() || self.pending.is_some() {
+                if session != self.losses {
+                    self.report(ReportKind::Rejected {
+                        reason: "the connection changed since this start was decided".into(),
+                        job_id: Some(job_id),
+                    });
+                } else if self.job.is_some() || self.pending.is_some() {
                     self.report(ReportKind::Rejected {
                         reason: "printer is busy with another job".into(),
                         job_id: Some(job_id),
@@ -429,7 +438,7 @@ impl Task {
 
     /// Refuses `cmd`, naming its job when it was a start (the farm then
     /// knows that job never reached the printer).
-    fn reject_command(&self, cmd: &PrinterCommand, reason: &str) {
+    fn reject_command(&mut self, cmd: &PrinterCommand, reason: &str) {
         let job_id = match cmd {
             PrinterCommand::StartJob { job_id, .. } => Some(job_id.clone()),
             _ => None,
@@ -440,14 +449,17 @@ impl Task {
         });
     }
 
-    fn reject(&self, reason: &str) {
+    fn reject(&mut self, reason: &str) {
         self.report(ReportKind::Rejected {
             job_id: None,
             reason: reason.to_owned(),
         });
     }
 
-    fn report(&self, kind: ReportKind) {
+    fn report(&mut self, kind: ReportKind) {
+        if matches!(kind, ReportKind::Offline { .. } | ReportKind::Fault { .. }) {
+            self.losses += 1;
+        }
         let report = PrinterReport {
             printer: self.s.id.clone(),
             kind,

@@ -47,14 +47,15 @@ impl FarmCore {
                     .find(|p| p.held_job() == Some(job.as_str()))
                     .map(|p| p.id.clone());
                 match holder {
-                    Some(printer) => Ok(Some(self.cancel_held(&printer))),
-                    None => self.cancel_waiting(&job, Some(reply)),
+                    Some(printer) => Ok(self.cancel_held(&printer, Some(reply), None)),
+                    None => self.cancel_waiting(&job, Some(reply), None),
                 }
             }
             ControlRequest::Printer { printer, msg } => {
                 let answer = self.command(&printer, &msg, false, Some(reply));
-                let shown = answer.clone().map(Option::unwrap_or_default);
-                self.answer_command(&printer, &msg, shown);
+                if let Some(shown) = answer.clone().transpose() {
+                    self.answer_command(&printer, &msg, shown);
+                }
                 answer
             }
         };
@@ -196,7 +197,6 @@ impl FarmCore {
                 stored: false,
                 file_pending: true,
                 stop: None,
-                stop_pending: false,
             },
         );
         let new = NewJob {
@@ -220,7 +220,7 @@ impl FarmCore {
             .out(self.progress_item(&add.printer));
         let after = After::Accepted {
             job: job.to_owned(),
-            ack: None,
+            acks: Vec::new(),
             reply: Some(add.reply),
             spool: Some((add.upload.clone(), dest)),
         };

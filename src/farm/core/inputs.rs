@@ -3,25 +3,15 @@
 
 use super::fresh::{self, Freshness};
 use super::model::{Job, Phase, Stop};
-use super::persist::{After, Tx};
+use super::persist::{After, PersistError, Tx};
 use super::{AckId, Effect, FarmCore, ReplyId};
 use crate::control::Response;
-use crate::lifecycle::JobState;
+use crate::lifecycle::{JobState, PrinterState};
 use crate::mqtt::payload::{parse_rfc3339, Assignment, Command, CommandMsg, RobotProgress};
 use crate::printer::PrinterCommand;
-use crate::store::{Applied, Batch, JobSource, NewJob, Write};
+use crate::store::{Applied, JobSource, NewJob, OutboxItem, Write};
 use log::{info, warn};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
-/// A job whose insert failed: kept in memory, retried, acknowledged later.
-#[derive(Debug)]
-pub(super) struct Unstored {
-    batch: Batch,
-    acks: Vec<AckId>,
-    retry_at: Instant,
-    delay: Duration,
-}
 
 impl FarmCore {
     fn freshness(&self) -> Freshness {
@@ -87,11 +77,16 @@ impl FarmCore {
         fail: Option<String>,
     ) {
         if let Some(known) = self.jobs.get(&a.job_id) {
-            if known.stored {
-                info!("printer {printer}: job {} already known; ignored", a.job_id);
-                self.push_ack(ack);
-            } else if let (Some(u), Some(ack)) = (self.unstored.get_mut(&a.job_id), ack) {
-                u.acks.push(ack);
+            let stored = known.stored;
+            info!("printer {printer}: job {} already known; ignored", a.job_id);
+            match ack {
+                Some(ack) if !stored => {
+                    // Acknowledged with the first copy, once durable.
+                    if !self.add_ack_to_pending_insert(&a.job_id, ack) {
+                        self.push(Effect::Ack(ack));
+                    }
+                }
+                _ => self.push_ack(ack),
             }
             return;
         }
@@ -131,7 +126,6 @@ impl FarmCore {
                 stored: false,
                 file_pending: false,
                 stop: fail.clone().map(Stop::Cancel),
-                stop_pending: fail.is_some(),
             },
         );
         let note = (!note.is_empty()).then_some(note);
@@ -155,50 +149,31 @@ impl FarmCore {
                 .out(self.msgs.job_complete(printer, &a.job_id, "failed"));
         }
         tx.out(self.progress_item(printer));
-        self.commit_accept(&a.job_id, tx, ack.into_iter().collect());
-    }
-
-    fn commit_accept(&mut self, job: &str, tx: Tx, acks: Vec<AckId>) {
-        let batch = Batch {
-            writes: tx.writes.clone(),
-            outbox: tx.outbox.clone(),
-            durable: true,
-        };
-        self.unstored.insert(
-            job.to_owned(),
-            Unstored {
-                batch,
-                acks,
-                retry_at: self.now,
-                delay: Duration::from_secs(1),
-            },
-        );
+        // No acknowledgement without a durable row: the write is retried
+        // until it is (the job waits in memory meanwhile).
         let after = After::Accepted {
-            job: job.to_owned(),
-            ack: None,
+            job: a.job_id.clone(),
+            acks: ack.into_iter().collect(),
             reply: None,
             spool: None,
         };
         self.commit(tx, after);
     }
 
+    /// A new job's insert is durable (or a duplicate, or refused for good).
     pub(super) fn on_accept_answer(
         &mut self,
         job: &str,
-        ack: Option<AckId>,
+        acks: Vec<AckId>,
         reply: Option<ReplyId>,
         spool: Option<(PathBuf, PathBuf)>,
-        result: Result<Applied, String>,
+        result: Result<Applied, PersistError>,
     ) {
-        let mut acks: Vec<AckId> = ack.into_iter().collect();
         if spool.is_some() && !matches!(result, Ok(Applied::Done)) {
             self.local_adds.remove(job);
         }
-        match result {
+        let response = match result {
             Ok(Applied::Duplicate) => {
-                if let Some(u) = self.unstored.remove(job) {
-                    acks.extend(u.acks);
-                }
                 if self.jobs.get(job).is_some_and(|j| !j.stored) {
                     self.jobs.remove(job);
                 }
@@ -206,99 +181,49 @@ impl FarmCore {
                 if let Some((upload, _)) = spool {
                     self.push(Effect::RemoveFile { path: upload });
                 }
-                if let Some(id) = reply {
-                    let response = Response::err(format!("job {job} already exists"));
-                    self.push(Effect::Reply { id, response });
-                }
+                Response::err(format!("job {job} already exists"))
             }
             Ok(_) => {
-                if let Some(u) = self.unstored.remove(job) {
-                    acks.extend(u.acks);
-                }
+                let mut cancel = None;
                 if let Some(j) = self.jobs.get_mut(job) {
                     j.stored = true;
                     if j.state.is_terminal() {
                         self.jobs.remove(job);
+                    } else if j.stop.is_some() {
+                        cancel = Some(j.printer.clone());
                     }
                 }
-                match spool {
-                    Some((from, to)) => self.push(Effect::Spool {
+                if let Some(printer) = cancel {
+                    self.write_cancel(job, printer.as_deref(), "cancelled by operator", None, None);
+                }
+                if let Some((from, to)) = spool {
+                    // Answered once the file is in place.
+                    self.push(Effect::Spool {
                         job: job.to_owned(),
                         from,
                         to,
-                    }),
-                    None => {
-                        if let Some(id) = reply {
-                            let response = Response::ok(format!("job {job} accepted"));
-                            self.push(Effect::Reply { id, response });
-                        }
+                    });
+                    for a in acks {
+                        self.push(Effect::Ack(a));
                     }
+                    return;
                 }
+                Response::ok(format!("job {job} accepted"))
             }
             Err(e) => {
-                if reply.is_some() || spool.is_some() {
-                    // An operator is waiting: tell them, keep nothing.
-                    self.unstored.remove(job);
-                    self.jobs.remove(job);
-                    if let Some((upload, _)) = spool {
-                        self.push(Effect::RemoveFile { path: upload });
-                    }
-                    if let Some(id) = reply {
-                        let response = Response::err(format!("job {job} not stored: {e}"));
-                        self.push(Effect::Reply { id, response });
-                    }
-                } else if let Some(u) = self.unstored.get_mut(job) {
-                    // MQTT or queue manager: no acknowledgement without a
-                    // durable row; keep it and retry (with back-off).
-                    warn!("job {job}: not stored ({e}); retrying in {:?}", u.delay);
-                    u.retry_at = self.now + u.delay;
-                    u.delay = (u.delay * 2).min(Duration::from_secs(30));
-                    u.acks.append(&mut acks);
+                // Refused for good, or (an operator waiting) not stored now.
+                self.jobs.remove(job);
+                if let Some((upload, _)) = spool {
+                    self.push(Effect::RemoveFile { path: upload });
                 }
+                Response::err(format!("job {job} not stored: {}", e.message))
             }
+        };
+        if let Some(id) = reply {
+            self.push(Effect::Reply { id, response });
         }
         for a in acks {
             self.push(Effect::Ack(a));
-        }
-    }
-
-    /// Retries the inserts that failed, and the cancels that were not stored.
-    pub(super) fn retry_unstored(&mut self) {
-        let now = self.now;
-        let due: Vec<(String, Batch)> = self
-            .unstored
-            .iter_mut()
-            .filter(|(_, u)| u.retry_at <= now)
-            .map(|(id, u)| {
-                u.retry_at = now + Duration::from_secs(3600);
-                (id.clone(), u.batch.clone())
-            })
-            .collect();
-        for (job, batch) in due {
-            let tx = Tx {
-                writes: batch.writes,
-                outbox: batch.outbox,
-            };
-            let after = After::Accepted {
-                job,
-                ack: None,
-                reply: None,
-                spool: None,
-            };
-            self.commit(tx, after);
-        }
-        let cancels: Vec<(String, Option<String>)> = self
-            .jobs
-            .values_mut()
-            .filter(|j| j.stop.is_some() && !j.stop_pending && j.stored)
-            .filter(|j| !j.state.is_active())
-            .map(|j| {
-                j.stop_pending = true;
-                (j.id.clone(), j.printer.clone())
-            })
-            .collect();
-        for (job, printer) in cancels {
-            self.write_cancel(&job, printer.as_deref(), "cancelled by operator", None);
         }
     }
 
@@ -373,11 +298,12 @@ impl FarmCore {
             self.freshness(),
         ) {
             Err(why) => Err(format!("{} dropped: {why}", command_name(msg.command))),
-            Ok(()) => self
-                .command(printer, msg, estop_sent, None)
-                .map(Option::unwrap_or_default),
+            Ok(()) => self.command(printer, msg, estop_sent, None),
         };
-        self.answer_command(printer, msg, answer);
+        // `Ok(None)`: answered with the durable write already.
+        if let Some(answer) = answer.transpose() {
+            self.answer_command(printer, msg, answer);
+        }
         self.push_ack(ack);
     }
 
@@ -442,7 +368,10 @@ impl FarmCore {
                 Ok(Some(text.into()))
             }
             Command::Cancel => match (named, held) {
-                (Some(n), Some((job, _))) if n == job => Ok(Some(self.cancel_held(printer))),
+                (Some(n), Some((job, _))) if n == job => {
+                    let event = self.accepted_event(printer, n, reply);
+                    Ok(self.cancel_held(printer, reply, event))
+                }
                 (Some(n), _) => {
                     let here = self
                         .jobs
@@ -453,9 +382,13 @@ impl FarmCore {
                             "job {n} is not printing, paused or waiting on {printer}"
                         ));
                     }
-                    self.cancel_waiting(n, reply)
+                    let event = self.accepted_event(printer, n, reply);
+                    self.cancel_waiting(n, reply, event)
                 }
-                (None, Some(_)) => Ok(Some(self.cancel_held(printer))),
+                (None, Some((job, _))) => {
+                    let event = self.accepted_event(printer, &job, reply);
+                    Ok(self.cancel_held(printer, reply, event))
+                }
                 (None, None) => Err(format!("printer {printer} has no job running")),
             },
             Command::ClearPlate => self
@@ -473,7 +406,7 @@ impl FarmCore {
                         j.stop = Some(Stop::EmergencyStop);
                     }
                     if !phase.on_printer() {
-                        self.end_held_before_start(printer, "emergency stop");
+                        self.end_held_before_start(printer, "emergency stop", None, None);
                     }
                 }
                 Ok(Some("M112 sent".into()))
@@ -481,39 +414,56 @@ impl FarmCore {
         }
     }
 
-    /// Cancels what `printer` holds, in whatever phase it is.
-    pub(super) fn cancel_held(&mut self, printer: &str) -> String {
+    /// Cancels what `printer` holds, in whatever phase it is. When the job
+    /// had not reached the printer, the cancel is written here and its
+    /// answer (`reply`, or `event` for MQTT) goes with that durable write:
+    /// then the result is `None`.
+    pub(super) fn cancel_held(
+        &mut self,
+        printer: &str,
+        reply: Option<ReplyId>,
+        event: Option<OutboxItem>,
+    ) -> Option<String> {
         let Some((job, phase)) = self
             .printers
             .get(printer)
             .and_then(|p| p.held.as_ref())
             .map(|h| (h.job.clone(), h.phase))
         else {
-            return format!("printer {printer} has no job");
+            return Some(format!("printer {printer} has no job"));
         };
         if let Some(j) = self.jobs.get_mut(&job) {
             j.stop = Some(Stop::Cancel("cancelled by operator".into()));
         }
         if phase.on_printer() {
+            // Streaming: the printer task ends it (heaters off); a crash
+            // before that leaves it interrupted, never restarted.
             self.push(Effect::Printer {
                 printer: printer.to_owned(),
                 cmd: PrinterCommand::Cancel,
             });
-            return format!("cancelling job {job}; heaters off");
+            return Some(format!("cancelling job {job}; heaters off"));
         }
-        self.end_held_before_start(printer, "cancelled by operator");
-        format!("job {job} cancelled")
+        let later = reply.is_some() || event.is_some();
+        self.end_held_before_start(printer, "cancelled by operator", reply, event);
+        (!later).then(|| format!("job {job} cancelled"))
     }
 
     /// Ends the held job of `printer` that has not reached it (downloading,
-    /// file check, or `printing` not yet durable): no line went out.
-    fn end_held_before_start(&mut self, printer: &str, why: &str) {
+    /// file check, or `printing` not yet durable): no line went out, the
+    /// plate is as it was.
+    fn end_held_before_start(
+        &mut self,
+        printer: &str,
+        why: &str,
+        reply: Option<ReplyId>,
+        answer: Option<OutboxItem>,
+    ) {
         let Some(h) = self.printers.get(printer).and_then(|p| p.held.clone()) else {
             return;
         };
         match h.phase {
-            // The store's answer finishes it (see `After::Started`).
-            Phase::Starting | Phase::Printing | Phase::Paused => {}
+            Phase::Printing | Phase::Paused => {}
             Phase::Downloading | Phase::Scanning => {
                 if h.phase == Phase::Downloading {
                     self.push(Effect::AbortDownload { job: h.job.clone() });
@@ -521,31 +471,90 @@ impl FarmCore {
                 if let Some(p) = self.printers.get_mut(printer) {
                     p.held = None;
                 }
+                self.write_cancel(&h.job, Some(printer), why, reply, answer);
+            }
+            Phase::Starting => {
+                // `printing` is on its way to the store: the end is queued
+                // right behind it, so the printer is never told to start.
+                let Some(p) = self.printers.get_mut(printer) else {
+                    return;
+                };
+                p.held = None;
+                let to = match (p.state, p.connected) {
+                    (PrinterState::Error, _) => PrinterState::Error,
+                    (_, true) => PrinterState::Idle,
+                    (_, false) => PrinterState::Offline,
+                };
                 if let Some(j) = self.jobs.get_mut(&h.job) {
-                    j.stop_pending = true;
+                    j.state = JobState::Cancelled;
                 }
-                self.write_cancel(&h.job, Some(printer), why, None);
+                let mut tx = Tx::default();
+                tx.job(&h.job, JobState::Cancelled, Some(why))
+                    .out(answer)
+                    .out(
+                        self.msgs
+                            .event(printer, "job_cancelled", Some(&h.job), Some(why)),
+                    )
+                    .out(self.msgs.job_complete(printer, &h.job, "cancelled"));
+                let plate = (to != PrinterState::Error).then_some(true);
+                self.move_printer(&mut tx, printer, to, plate, "job_not_started", Some(why));
+                let job = h.job.clone();
+                self.commit(tx, After::Cancelled { job, reply });
             }
         }
     }
 
+    /// Without a reply channel (MQTT), a cancel's acceptance event is
+    /// written with the cancel itself: it exists only if the cancel does.
+    fn accepted_event(
+        &self,
+        printer: &str,
+        job: &str,
+        reply: Option<ReplyId>,
+    ) -> Option<OutboxItem> {
+        if reply.is_some() {
+            return None;
+        }
+        let text = format!("job {job} cancelled");
+        self.msgs
+            .event(printer, "command_accepted", Some(job), Some(&text))
+    }
+
     /// Cancels a job that is not on a printer yet; answered once durable.
+    /// With `reply` or `event`, the answer goes with the durable write and
+    /// the result here is `Ok(None)`.
     pub(super) fn cancel_waiting(
         &mut self,
         job: &str,
         reply: Option<ReplyId>,
+        event: Option<OutboxItem>,
     ) -> Result<Option<String>, String> {
         let Some(j) = self.jobs.get_mut(job) else {
             return Err(format!("no open job {job}"));
         };
+        if j.stop.is_some() {
+            return Ok(Some(format!("job {job} is already being cancelled")));
+        }
         if j.state.is_active() {
             return Err(format!("job {job} is {}", j.state.as_str()));
         }
+        if !j.stored {
+            // Its insert is still on the way: it will never start, and the
+            // cancel is written once the row exists (or is dropped with it
+            // if the id turns out to be an old job's).
+            j.stop = Some(Stop::Cancel("cancelled by operator".into()));
+            return Ok(Some(format!("job {job} cancelled before it was stored")));
+        }
         j.stop = Some(Stop::Cancel("cancelled by operator".into()));
-        j.stop_pending = true;
         let printer = j.printer.clone();
-        let answered_later = reply.is_some();
-        self.write_cancel(job, printer.as_deref(), "cancelled by operator", reply);
+        let answered_later = reply.is_some() || event.is_some();
+        self.write_cancel(
+            job,
+            printer.as_deref(),
+            "cancelled by operator",
+            reply,
+            event,
+        );
         Ok((!answered_later).then(|| format!("job {job} cancelled")))
     }
 
@@ -556,9 +565,10 @@ impl FarmCore {
         printer: Option<&str>,
         reason: &str,
         reply: Option<ReplyId>,
+        answer: Option<OutboxItem>,
     ) {
         let mut tx = Tx::default();
-        tx.job(job, JobState::Cancelled, Some(reason));
+        tx.job(job, JobState::Cancelled, Some(reason)).out(answer);
         match printer {
             Some(p) => {
                 tx.out(self.msgs.event(p, "job_cancelled", Some(job), Some(reason)))

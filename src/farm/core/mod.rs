@@ -40,7 +40,7 @@ use crate::printer::{PrinterCommand, PrinterReport};
 use crate::source::{Downloaded, QueueJob};
 use crate::store::{Applied, Batch, Job as JobRow, PrinterRow};
 use model::{Job, Printer};
-use persist::After;
+pub use persist::PersistError;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -217,7 +217,7 @@ pub enum Input {
     },
     Persisted {
         op: OpId,
-        result: Result<Applied, String>,
+        result: Result<Applied, PersistError>,
     },
     /// The printer task's command channel is closed.
     PrinterGone {
@@ -297,7 +297,7 @@ pub struct FarmCore {
     printers: BTreeMap<String, Printer>,
     jobs: BTreeMap<String, Job>,
     effects: VecDeque<Effect>,
-    ops: BTreeMap<OpId, After>,
+    writes: persist::WriteQueue,
     next_op: OpId,
     next_order: u64,
     now: Instant,
@@ -308,8 +308,6 @@ pub struct FarmCore {
     awaiting_published: Option<Vec<String>>,
     limiter: persist::RateLimiter,
     last_purge: Instant,
-    /// Inserts that failed, retried until durable (then acknowledged).
-    unstored: BTreeMap<String, inputs::Unstored>,
     /// Local uploads being checked before their job is stored.
     local_adds: BTreeMap<String, control::LocalAdd>,
     /// The trigger (index) whose macro runs on a printer.
@@ -335,7 +333,7 @@ impl FarmCore {
             printers: BTreeMap::new(),
             jobs: BTreeMap::new(),
             effects: VecDeque::new(),
-            ops: BTreeMap::new(),
+            writes: persist::WriteQueue::default(),
             next_op: 1,
             next_order: 0,
             now,
@@ -345,7 +343,6 @@ impl FarmCore {
             awaiting_published: None,
             limiter: persist::RateLimiter::default(),
             last_purge: now,
-            unstored: BTreeMap::new(),
             local_adds: BTreeMap::new(),
             running_triggers: BTreeMap::new(),
         };
@@ -419,9 +416,9 @@ impl FarmCore {
         self.stopping
     }
 
-    /// Store writes whose answer has not arrived yet.
-    pub fn pending_ops(&self) -> usize {
-        self.ops.len()
+    /// Store writes not yet durable (in flight or waiting for a retry).
+    pub fn pending_writes(&self) -> usize {
+        self.writes_pending()
     }
 
     fn push(&mut self, effect: Effect) {
@@ -431,7 +428,7 @@ impl FarmCore {
     fn on_tick(&mut self) {
         self.check_time_limits();
         self.publish_periodic();
-        self.retry_unstored();
+        self.pump_writes();
         self.limiter_flush();
         if self.now.saturating_duration_since(self.last_purge) >= Duration::from_secs(3600) {
             self.last_purge = self.now;

@@ -49,6 +49,8 @@ pub struct Held {
     pub deadline: Option<Instant>,
     /// When a time-limit cancel was last sent (re-sent until the job ends).
     pub cancel_sent: Option<Instant>,
+    /// The printer's loss count when the start was decided.
+    pub session: u64,
 }
 
 impl Held {
@@ -59,6 +61,7 @@ impl Held {
             started: false,
             deadline: None,
             cancel_sent: None,
+            session: 0,
         }
     }
 }
@@ -104,6 +107,8 @@ pub struct Printer {
     /// Last (non-durable) progress write to the store.
     pub last_persist: Option<Instant>,
     pub pull: PullState,
+    /// `Offline`/`Fault` reports seen from its task (sent with each start).
+    pub losses: u64,
 }
 
 impl Printer {
@@ -123,7 +128,16 @@ impl Printer {
             last_publish: None,
             last_persist: None,
             pull: PullState::default(),
+            losses: 0,
         }
+    }
+
+    /// A start was sent and the task has not answered it yet (started,
+    /// refused or ended): the task decides that job's fate.
+    pub fn start_in_flight(&self) -> bool {
+        self.held
+            .as_ref()
+            .is_some_and(|h| h.phase.on_printer() && !h.started)
     }
 
     /// The phase of the held job, if any.
@@ -168,8 +182,6 @@ pub struct Job {
     pub file_pending: bool,
     /// Cancelled or e-stopped: never starts, whatever the store says yet.
     pub stop: Option<Stop>,
-    /// The stop's durable write is in flight (not retried meanwhile).
-    pub stop_pending: bool,
 }
 
 impl Job {

@@ -16,15 +16,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// What to do when a store write is answered.
+/// What to do once a store write is durable (or refused for good).
 #[derive(Debug)]
 pub(super) enum After {
     /// An optimistic write: memory already moved on.
     Nothing,
-    /// A new job's insert: acknowledge (or retry) it.
+    /// A new job's insert: acknowledge it.
     Accepted {
         job: String,
-        ack: Option<AckId>,
+        acks: Vec<AckId>,
         reply: Option<ReplyId>,
         /// A local upload to move into place once the row exists.
         spool: Option<(PathBuf, PathBuf)>,
@@ -67,6 +67,38 @@ impl Tx {
             reason: reason.map(str::to_owned),
         })
     }
+}
+
+/// Why a write was not applied. `retry`: a transient failure (disk full,
+/// I/O error, a busy or read-only store) worth trying again; otherwise the
+/// store refused it for good (a bug: an illegal move).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistError {
+    pub message: String,
+    pub retry: bool,
+}
+
+/// A batch waiting for the store, with what follows it.
+#[derive(Debug)]
+pub(super) struct Queued {
+    op: OpId,
+    batch: Batch,
+    after: After,
+}
+
+/// The first retry of a failed write; doubling up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Writes go to the store one at a time and in order; a failed one is
+/// retried (with back-off) before anything after it, so the store is always
+/// an older, consistent version of memory, never a reordered one.
+#[derive(Debug, Default)]
+pub(super) struct WriteQueue {
+    queue: std::collections::VecDeque<Queued>,
+    in_flight: Option<OpId>,
+    retry_at: Option<Instant>,
+    delay: Option<Duration>,
 }
 
 /// One event per kind of rejected input per window, with a count of the
@@ -120,16 +152,51 @@ impl FarmCore {
     pub(super) fn commit_with(&mut self, tx: Tx, durable: bool, after: After) -> OpId {
         let op = self.next_op;
         self.next_op += 1;
-        self.ops.insert(op, after);
-        self.push(Effect::Persist {
-            op,
-            batch: Batch {
-                writes: tx.writes,
-                outbox: tx.outbox,
-                durable,
-            },
-        });
+        let batch = Batch {
+            writes: tx.writes,
+            outbox: tx.outbox,
+            durable,
+        };
+        self.writes.queue.push_back(Queued { op, batch, after });
+        self.pump_writes();
         op
+    }
+
+    /// Sends the oldest queued write, unless one is in flight or a failed
+    /// one waits for its retry time.
+    pub(super) fn pump_writes(&mut self) {
+        let w = &mut self.writes;
+        if w.in_flight.is_some() || w.retry_at.is_some_and(|t| self.now < t) {
+            return;
+        }
+        w.retry_at = None;
+        if let Some(head) = w.queue.front() {
+            w.in_flight = Some(head.op);
+            let effect = Effect::Persist {
+                op: head.op,
+                batch: head.batch.clone(),
+            };
+            self.push(effect);
+        }
+    }
+
+    /// Acknowledgements waiting on the insert of `job` (a duplicate
+    /// delivery of a job still being stored): `true` if there was one.
+    pub(super) fn add_ack_to_pending_insert(&mut self, job: &str, ack: AckId) -> bool {
+        for q in &mut self.writes.queue {
+            if let After::Accepted { job: j, acks, .. } = &mut q.after {
+                if j == job {
+                    acks.push(ack);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Writes not yet durable.
+    pub(super) fn writes_pending(&self) -> usize {
+        self.writes.queue.len()
     }
 
     /// An event with no state change (stored, so it is never missed).
@@ -141,43 +208,62 @@ impl FarmCore {
         }
     }
 
-    pub(super) fn on_persisted(&mut self, op: OpId, result: Result<Applied, String>) {
-        let Some(after) = self.ops.remove(&op) else {
-            warn!("store answer for unknown write {op}");
+    pub(super) fn on_persisted(&mut self, op: OpId, result: Result<Applied, PersistError>) {
+        if self.writes.in_flight != Some(op) {
+            warn!("store answer for write {op}, which is not in flight; ignored");
             return;
+        }
+        self.writes.in_flight = None;
+        // An operator waiting on a local job gets the error now, and progress
+        // is a last value: neither is worth holding the queue for.
+        let retry_here = matches!(&result, Err(e) if e.retry)
+            && self.writes.queue.front().is_some_and(|q| {
+                q.batch.durable && !matches!(q.after, After::Accepted { reply: Some(_), .. })
+            });
+        // Settle the queue before anything below writes (and pumps) again.
+        let done = if retry_here {
+            let delay = self
+                .writes
+                .delay
+                .map_or(RETRY_FIRST, |d| (d * 2).min(RETRY_MAX));
+            self.writes.delay = Some(delay);
+            self.writes.retry_at = Some(self.now + delay);
+            None
+        } else {
+            self.writes.delay = None;
+            self.writes.queue.pop_front()
         };
         match &result {
+            Err(e) if e.retry => self.store_failed(&e.message),
+            Err(e) => error!("store refused a write for good (a bug): {}", e.message),
             Ok(_) => self.store_ok(),
-            Err(e) => self.store_failed(e),
         }
-        match after {
+        self.pump_writes();
+        let Some(done) = done else {
+            return;
+        };
+        let ok = result.is_ok();
+        match done.after {
             After::Nothing => {}
             After::Accepted {
                 job,
-                ack,
+                acks,
                 reply,
                 spool,
-            } => self.on_accept_answer(&job, ack, reply, spool, result),
+            } => self.on_accept_answer(&job, acks, reply, spool, result),
             After::Started {
                 printer,
                 job,
                 path,
                 summary,
-            } => self.on_start_answer(&printer, &job, path, summary, result.is_ok()),
+            } => self.on_start_answer(&printer, &job, path, summary, ok),
             After::Cancelled { job, reply } => {
                 let response = match &result {
                     Ok(_) => {
                         self.jobs.remove(&job);
                         Response::ok(format!("job {job} cancelled"))
                     }
-                    Err(e) => {
-                        if let Some(j) = self.jobs.get_mut(&job) {
-                            j.stop_pending = false;
-                        }
-                        Response::err(format!(
-                            "job {job}: cancel not stored ({e}); it will not start, retrying the write"
-                        ))
-                    }
+                    Err(e) => Response::err(format!("job {job}: cancel refused: {}", e.message)),
                 };
                 if let Some(id) = reply {
                     self.push(Effect::Reply { id, response });
@@ -212,12 +298,15 @@ impl FarmCore {
         if p.held_job() != Some(job) {
             return;
         }
-        if stored && !p.connected {
-            // It dropped while `printing` was written: nothing was sent.
+        let session = p.held.as_ref().map_or(0, |h| h.session);
+        if stored && (!p.connected || p.losses != session || p.state != PrinterState::Printing) {
+            // It dropped, faulted or reconnected while `printing` was
+            // written: nothing was sent, and the plate gate must be asked
+            // again on the new connection.
             if let Some(held) = p.held.as_mut() {
                 held.phase = super::model::Phase::Printing;
             }
-            self.on_start_refused(printer, job, "printer went offline before the start");
+            self.on_start_refused(printer, job, "printer connection changed before the start");
             return;
         }
         if !stored {
@@ -241,6 +330,7 @@ impl FarmCore {
             return;
         }
         let deadline = self.now + self.time_limit(job);
+        let session = self.printers.get(printer).map_or(0, |p| p.losses);
         if let Some(held) = self.printers.get_mut(printer).and_then(|p| p.held.as_mut()) {
             held.phase = super::model::Phase::Printing;
             held.deadline = Some(deadline);
@@ -251,6 +341,7 @@ impl FarmCore {
                 job_id: job.to_owned(),
                 path,
                 summary,
+                session,
             },
         });
         info!(
@@ -472,6 +563,5 @@ fn job_from_row(row: crate::store::Job, state: JobState, order: u64) -> super::m
         stored: true,
         file_pending: false,
         stop: None,
-        stop_pending: false,
     }
 }

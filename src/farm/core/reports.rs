@@ -17,8 +17,14 @@ impl FarmCore {
         }
         match report.kind {
             ReportKind::Connected(fw) => self.on_connected(&id, &fw.name),
-            ReportKind::Offline { reason } => self.on_lost(&id, PrinterState::Offline, &reason),
-            ReportKind::Fault { reason } => self.on_lost(&id, PrinterState::Error, &reason),
+            ReportKind::Offline { reason } => {
+                self.count_loss(&id);
+                self.on_lost(&id, PrinterState::Offline, &reason)
+            }
+            ReportKind::Fault { reason } => {
+                self.count_loss(&id);
+                self.on_lost(&id, PrinterState::Error, &reason)
+            }
             ReportKind::Temps(t) => {
                 if let Some(p) = self.printers.get_mut(&id) {
                     p.temps = t;
@@ -70,6 +76,12 @@ impl FarmCore {
         }
     }
 
+    fn count_loss(&mut self, id: &str) {
+        if let Some(p) = self.printers.get_mut(id) {
+            p.losses += 1;
+        }
+    }
+
     fn on_connected(&mut self, id: &str, firmware: &str) {
         // A new connection never continues a stream: a job the task had
         // already started is lost (its end report normally came first).
@@ -88,6 +100,11 @@ impl FarmCore {
         };
         p.connected = true;
         p.last_publish = None;
+        if p.start_in_flight() {
+            // The task refuses that start (it was decided before the loss);
+            // its answer puts the printer back.
+            return;
+        }
         // After an error nobody knows what is on the plate: ask.
         let unsure = matches!(p.state, PrinterState::AwaitingClear | PrinterState::Error);
         let printing = p.phase().is_some_and(Phase::on_printer);
@@ -119,12 +136,13 @@ impl FarmCore {
     /// The port is gone (`Offline`) or the firmware faulted (`Error`).
     fn on_lost(&mut self, id: &str, to: PrinterState, reason: &str) {
         // The task ends its job before it reports the loss; if the core
-        // still holds one on the printer, it ended unseen: end it here.
+        // still holds one it had started, it ended unseen: end it here. A
+        // start still in flight is answered by the task (refused).
         let held = self
             .printers
             .get(id)
             .and_then(|p| p.held.as_ref())
-            .filter(|h| h.phase.on_printer())
+            .filter(|h| h.phase.on_printer() && h.started)
             .map(|h| h.job.clone());
         if let Some(job) = held {
             self.finish_job(id, &job, JobOutcome::Failed(reason.to_owned()), u64::MAX);
@@ -162,11 +180,15 @@ impl FarmCore {
         }
         let job = job.to_owned();
         p.held = None;
-        p.plate_clear = true;
-        let to = if p.connected {
-            PrinterState::Idle
-        } else {
-            PrinterState::Offline
+        // Nothing of this job reached the plate. After a fault someone
+        // should still look (as at any reconnect after an error).
+        let (to, plate) = match (p.connected, p.state) {
+            (false, PrinterState::Error) => (PrinterState::Error, None),
+            (false, _) => (PrinterState::Offline, Some(true)),
+            (true, PrinterState::Error | PrinterState::AwaitingClear) => {
+                (PrinterState::AwaitingClear, None)
+            }
+            (true, _) => (PrinterState::Idle, Some(true)),
         };
         let mut tx = Tx::default();
         let stop = self.jobs.get(&job).and_then(|j| j.stop.clone());
@@ -190,7 +212,7 @@ impl FarmCore {
                 .out(self.msgs.job_complete(id, &job, "cancelled"));
             }
         }
-        self.move_printer(&mut tx, id, to, Some(true), "start_refused", Some(reason));
+        self.move_printer(&mut tx, id, to, plate, "start_refused", Some(reason));
         self.commit(tx, After::Nothing);
     }
 

@@ -93,8 +93,10 @@ impl FarmCore {
             p.held = None;
             return;
         };
+        let session = p.losses;
         if let Some(h) = p.held.as_mut() {
             h.phase = Phase::Starting;
+            h.session = session;
         }
         p.state = PrinterState::Printing;
         p.plate_clear = false;

@@ -1,1 +1,706 @@
-//! placeholder
+//! A deterministic simulation of the whole gateway around the farm core
+//! (FoundationDB's simulator and TigerBeetle's VOPR, at printgate's scale).
+//!
+//! One seed decides everything: the virtual clock, which input comes next,
+//! and every fault: printers unplugged, reset, silent or refusing; store
+//! writes failing (a full disk) or answering late; a broker that duplicates,
+//! replays retained messages and delivers stale ones; a queue manager that
+//! errs or is empty; robots that are late, duplicated or about the wrong
+//! print; operators cancelling, e-stopping, pausing and clearing at any
+//! moment; and the gateway crashing at any step, restarting from what was
+//! durable. After every step [`check`] verifies the invariants; a failure
+//! prints a short trace and the seed, and `SEED=n` replays exactly that run.
+
+mod check;
+mod printer;
+mod store;
+#[cfg(test)]
+mod tests;
+mod traffic;
+
+use super::core::{AckId, CoreSettings, Effect, FarmCore, Input, PersistError, ReplyId, Snapshot};
+use super::messages::Messages;
+use crate::mqtt::topics::Topics;
+use crate::rng::Xorshift64;
+use printer::PrinterModel;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use store::ModelStore;
+
+/// How often each kind of fault is injected (per step, or per message).
+#[derive(Debug, Clone, Copy)]
+pub struct Faults {
+    pub store_fail: f64,
+    pub store_slow: f64,
+    pub unplug: f64,
+    pub reset: f64,
+    pub silent: f64,
+    pub crash: f64,
+    pub duplicate: f64,
+    pub retained: f64,
+    pub stale: f64,
+    pub qm_error: f64,
+    pub download_error: f64,
+    pub bad_file: f64,
+    pub missing_model: f64,
+    pub cancel: f64,
+    pub estop: f64,
+    pub pause: f64,
+    pub operator_clear: f64,
+}
+
+impl Faults {
+    pub const NONE: Faults = Faults {
+        store_fail: 0.0,
+        store_slow: 0.0,
+        unplug: 0.0,
+        reset: 0.0,
+        silent: 0.0,
+        crash: 0.0,
+        duplicate: 0.0,
+        retained: 0.0,
+        stale: 0.0,
+        qm_error: 0.0,
+        download_error: 0.0,
+        bad_file: 0.0,
+        missing_model: 0.0,
+        cancel: 0.0,
+        estop: 0.0,
+        pause: 0.0,
+        operator_clear: 0.0,
+    };
+
+    /// Every kind at once, at rates that still let jobs finish.
+    pub const ALL: Faults = Faults {
+        store_fail: 0.03,
+        store_slow: 0.2,
+        unplug: 0.01,
+        reset: 0.005,
+        silent: 0.01,
+        crash: 0.004,
+        duplicate: 0.1,
+        retained: 0.05,
+        stale: 0.05,
+        qm_error: 0.2,
+        download_error: 0.15,
+        bad_file: 0.05,
+        missing_model: 0.05,
+        cancel: 0.01,
+        estop: 0.003,
+        pause: 0.01,
+        operator_clear: 0.005,
+    };
+}
+
+/// One simulated run's shape.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub printers: usize,
+    pub steps: usize,
+    /// Steps without faults at the end, in which every job must end.
+    pub quiesce: usize,
+    pub pull: bool,
+    pub robot_rules: bool,
+    pub faults: Faults,
+}
+
+impl Plan {
+    pub fn standard(seed: u64) -> Plan {
+        // The seed also picks the shape, so every shape gets covered.
+        let mut r = Xorshift64::seeded(seed ^ 0x5151);
+        Plan {
+            printers: 1 + r.index(3),
+            steps: 300 + r.index(300),
+            quiesce: 500,
+            pull: r.chance(0.5),
+            robot_rules: r.chance(0.3),
+            faults: Faults::ALL,
+        }
+    }
+}
+
+/// What a run saw, for the test's summary.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub jobs_completed: usize,
+    pub jobs_ended: usize,
+    pub crashes: usize,
+    pub faults: BTreeMap<&'static str, u64>,
+}
+
+/// A failed run: the seed, what broke, and the last steps before it.
+#[derive(Debug)]
+pub struct Failure {
+    pub seed: u64,
+    pub violation: String,
+    pub trace: Vec<String>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "seed {} failed: {}", self.seed, self.violation)?;
+        writeln!(
+            f,
+            "replay with: SEED={} cargo test --lib farm::sim",
+            self.seed
+        )?;
+        writeln!(f, "last steps:")?;
+        for line in &self.trace {
+            writeln!(f, "  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a pending answer will be, and when it is due.
+struct Pending {
+    due: u64,
+    input: Input,
+}
+
+/// What an acknowledgement or reply stands for.
+#[derive(Debug, Clone)]
+enum Promise {
+    Job(String),
+    Cancel(String),
+}
+
+pub struct World {
+    seed: u64,
+    plan: Plan,
+    rng: Xorshift64,
+    step: u64,
+    secs: u64,
+    base: Instant,
+    core: FarmCore,
+    store: ModelStore,
+    printers: BTreeMap<String, PrinterModel>,
+    answers: Vec<Pending>,
+    acks: BTreeMap<AckId, Promise>,
+    replies: BTreeMap<ReplyId, Promise>,
+    next_id: u64,
+    /// Jobs whose durable acceptance was promised (acked or inserted).
+    promised: BTreeSet<String>,
+    /// Assignments delivered but never acked: the broker redelivers them.
+    unacked: BTreeMap<AckId, (String, crate::mqtt::payload::Assignment)>,
+    traffic: traffic::Traffic,
+    trace: VecDeque<String>,
+    outcome: Outcome,
+    faults_on: bool,
+    /// Broken invariants found while executing effects.
+    violations: Vec<String>,
+}
+
+fn settings(plan: &Plan) -> CoreSettings {
+    let mut s = CoreSettings::for_tests("gw-sim");
+    s.pull = plan.pull;
+    s.publish_printers_list = plan.pull;
+    s.spool_dir = PathBuf::from("/spool");
+    s.max_job = Duration::from_secs(3600);
+    if plan.robot_rules {
+        s.robots = Some(vec![super::core::RobotRule {
+            id: "rob-1".into(),
+            printers: (0..plan.printers).map(|i| format!("p{i}")).collect(),
+        }]);
+    }
+    s
+}
+
+impl World {
+    pub fn new(seed: u64, plan: Plan) -> World {
+        let mut rng = Xorshift64::seeded(seed);
+        let ids: Vec<String> = (0..plan.printers).map(|i| format!("p{i}")).collect();
+        let store = ModelStore::new(&ids);
+        let printers = ids
+            .iter()
+            .map(|id| (id.clone(), PrinterModel::new(id, rng.chance(0.5))))
+            .collect();
+        let base = Instant::now();
+        let core = Self::boot(&plan, &store, base, 0);
+        let mut w = World {
+            seed,
+            traffic: traffic::Traffic::new(&ids),
+            plan,
+            rng,
+            step: 0,
+            secs: 0,
+            base,
+            core,
+            store,
+            printers,
+            answers: Vec::new(),
+            acks: BTreeMap::new(),
+            replies: BTreeMap::new(),
+            next_id: 1,
+            promised: BTreeSet::new(),
+            unacked: BTreeMap::new(),
+            trace: VecDeque::new(),
+            outcome: Outcome::default(),
+            faults_on: true,
+            violations: Vec::new(),
+        };
+        w.drain();
+        w
+    }
+
+    /// A gateway process starting from what the store holds.
+    fn boot(plan: &Plan, store: &ModelStore, base: Instant, secs: u64) -> FarmCore {
+        let snapshot = Snapshot {
+            printers: store
+                .printers
+                .values()
+                .map(|r| (r.id.clone(), None, Some(r.clone())))
+                .collect(),
+            jobs: store.open_jobs(),
+        };
+        let wall = UNIX_EPOCH + Duration::from_secs(1_750_000_000 + secs);
+        let mut msgs = Messages::new(Some(Topics::new("gw-sim")));
+        msgs.set_claimed_at(wall);
+        FarmCore::new(
+            settings(plan),
+            msgs,
+            snapshot,
+            base + Duration::from_secs(secs),
+            wall,
+        )
+    }
+
+    fn now(&self) -> (Instant, SystemTime) {
+        (
+            self.base + Duration::from_secs(self.secs),
+            UNIX_EPOCH + Duration::from_secs(1_750_000_000 + self.secs),
+        )
+    }
+
+    fn note(&mut self, line: String) {
+        let keep = if std::env::var_os("SIM_TRACE").is_some() {
+            usize::MAX
+        } else {
+            60
+        };
+        if self.trace.len() >= keep {
+            self.trace.pop_front();
+        }
+        self.trace
+            .push_back(format!("#{} t={}s {line}", self.step, self.secs));
+    }
+
+    fn fault(&mut self, kind: &'static str, p: f64) -> bool {
+        let hit = self.faults_on && self.rng.chance(p);
+        if hit {
+            *self.outcome.faults.entry(kind).or_default() += 1;
+        }
+        hit
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Feeds one input to the core and carries out what it asks.
+    fn feed(&mut self, input: Input) {
+        let label = describe(&input);
+        self.note(label);
+        let (now, wall) = self.now();
+        self.core.handle(now, wall, input);
+        self.drain();
+    }
+
+    fn answer_in(&mut self, steps: u64, input: Input) {
+        self.answers.push(Pending {
+            due: self.step + steps,
+            input,
+        });
+    }
+
+    fn drain(&mut self) {
+        while let Some(effect) = self.core.poll_effect() {
+            self.execute(effect);
+        }
+    }
+
+    fn execute(&mut self, effect: Effect) {
+        match effect {
+            Effect::Persist { op, batch } => {
+                let result = if self.fault("store_fail", self.plan.faults.store_fail) {
+                    Err(PersistError {
+                        message: "disk full".into(),
+                        retry: true,
+                    })
+                } else {
+                    match self.store.apply(&batch) {
+                        Ok(a) => {
+                            self.traffic.observe(&batch.outbox);
+                            Ok(a)
+                        }
+                        Err(e) => {
+                            self.violations.push(format!("illegal store write: {e}"));
+                            Err(PersistError {
+                                message: e,
+                                retry: false,
+                            })
+                        }
+                    }
+                };
+                self.note(format!("persist {op}: {:?}", result.as_ref().map(|_| ())));
+                let slow = self.fault("store_slow", self.plan.faults.store_slow);
+                let delay = if slow { 1 + self.rng.below(5) } else { 0 };
+                let input = Input::Persisted { op, result };
+                if delay == 0 {
+                    let (now, wall) = self.now();
+                    self.core.handle(now, wall, input);
+                } else {
+                    self.answer_in(delay, input);
+                }
+            }
+            Effect::Printer { printer, cmd } => {
+                // 5: the farm never tells a printer to start a job whose
+                // cancel or e-stop it acknowledged.
+                if let crate::printer::PrinterCommand::StartJob { job_id, .. } = &cmd {
+                    if self.traffic.stopped.contains(job_id) {
+                        self.violations.push(format!(
+                            "{printer}: told to start job {job_id} after its cancel or e-stop was acknowledged"
+                        ));
+                    }
+                }
+                if let Some(p) = self.printers.get_mut(&printer) {
+                    if matches!(cmd, crate::printer::PrinterCommand::EmergencyStop) {
+                        p.estops_from_core += 1;
+                    }
+                    p.commands.push_back(cmd);
+                }
+            }
+            Effect::Ack(id) => {
+                self.unacked.remove(&id);
+                if let Some(Promise::Job(job)) = self.acks.remove(&id) {
+                    self.promised.insert(job);
+                }
+            }
+            Effect::Reply { id, response } => {
+                if let Some(promise) = self.replies.remove(&id) {
+                    self.traffic
+                        .on_reply(&promise, &response, &mut self.printers);
+                    if let (Promise::Job(job), true) = (&promise, response.ok) {
+                        self.promised.insert(job.clone());
+                    }
+                }
+            }
+            Effect::Publish { payload, .. } => self.traffic.observe_payload(&payload),
+            other => {
+                let mut sink = AnswerSink {
+                    step: self.step,
+                    answers: &mut self.answers,
+                    faults_on: self.faults_on,
+                    faults: self.plan.faults,
+                    outcome: &mut self.outcome,
+                };
+                self.traffic.external(other, &mut self.rng, &mut sink);
+            }
+        }
+    }
+
+    /// A gateway crash: everything in memory and in flight is gone; the
+    /// printers keep their plates; the broker will redeliver unacked messages.
+    fn crash(&mut self) {
+        self.outcome.crashes += 1;
+        self.note("CRASH: gateway killed and restarted".into());
+        self.answers.clear();
+        self.acks.clear();
+        self.replies.clear();
+        for p in self.printers.values_mut() {
+            p.gateway_crashed();
+        }
+        self.traffic.gateway_crashed();
+        self.core = Self::boot(&self.plan, &self.store, self.base, self.secs);
+        self.drain();
+        // Redelivery of what was never acknowledged.
+        let redeliver: Vec<(String, crate::mqtt::payload::Assignment)> =
+            std::mem::take(&mut self.unacked).into_values().collect();
+        for (printer, a) in redeliver {
+            self.deliver_assignment(printer, a);
+        }
+    }
+
+    fn deliver_assignment(&mut self, printer: String, a: crate::mqtt::payload::Assignment) {
+        let ack = self.id();
+        self.acks.insert(ack, Promise::Job(a.job_id.clone()));
+        self.unacked.insert(ack, (printer.clone(), a.clone()));
+        self.feed(Input::Assignment {
+            printer,
+            assignment: a,
+            warnings: Vec::new(),
+            ack: Some(ack),
+        });
+    }
+
+    /// One step: the seed picks what happens.
+    fn tick_once(&mut self) -> Result<(), String> {
+        self.step += 1;
+        let roll = self.rng.below(100);
+        match roll {
+            0..=19 => {
+                self.secs += 1 + self.rng.below(3);
+                self.feed(Input::Tick);
+            }
+            20..=44 => self.printer_step(),
+            45..=59 => self.deliver_due_answer(),
+            60..=74 => self.deliver_report(),
+            75..=94 if !self.faults_on && self.rng.chance(0.2) => self.resume_paused(),
+            75..=94 => self.traffic_step(),
+            _ => self.fault_step(),
+        }
+        check::after_step(self)
+    }
+
+    /// After the faults: the operator resumes what was left paused.
+    fn resume_paused(&mut self) {
+        let paused: Vec<String> = self
+            .core
+            .printers()
+            .filter(|p| p.phase() == Some(super::core::model::Phase::Paused))
+            .map(|p| p.id.clone())
+            .collect();
+        for printer in paused {
+            let msg = crate::mqtt::payload::CommandMsg {
+                command: crate::mqtt::payload::Command::Resume,
+                job_id: None,
+                timestamp: None,
+            };
+            self.feed(Input::Command {
+                printer,
+                msg,
+                retained: false,
+                estop_sent: false,
+                ack: None,
+            });
+        }
+    }
+
+    fn printer_step(&mut self) {
+        let ids: Vec<String> = self.printers.keys().cloned().collect();
+        let id = &ids[self.rng.index(ids.len())];
+        let lines = 1 + self.rng.below(6);
+        if let Some(p) = self.printers.get_mut(id) {
+            p.step(lines);
+        }
+    }
+
+    fn deliver_report(&mut self) {
+        let ready: Vec<String> = self
+            .printers
+            .iter()
+            .filter(|(_, p)| !p.reports.is_empty())
+            .map(|(id, _)| id.clone())
+            .collect();
+        if ready.is_empty() {
+            return;
+        }
+        let id = ready[self.rng.index(ready.len())].clone();
+        if let Some(r) = self
+            .printers
+            .get_mut(&id)
+            .and_then(|p| p.reports.pop_front())
+        {
+            self.feed(Input::Report(r));
+        }
+    }
+
+    fn deliver_due_answer(&mut self) {
+        let due: Vec<usize> = self
+            .answers
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.due <= self.step)
+            .map(|(i, _)| i)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let pick = due[self.rng.index(due.len())];
+        let answer = self.answers.swap_remove(pick);
+        self.feed(answer.input);
+    }
+
+    fn traffic_step(&mut self) {
+        let mut traffic = std::mem::take(&mut self.traffic);
+        let inputs = traffic.generate(self);
+        self.traffic = traffic;
+        for input in inputs {
+            match input {
+                traffic::Inject::Assignment(printer, a) => self.deliver_assignment(printer, a),
+                traffic::Inject::Control(req, promise) => {
+                    let reply = self.id();
+                    self.replies.insert(reply, promise);
+                    self.feed(Input::Control { req, reply });
+                }
+                traffic::Inject::Input(input) => self.feed(input),
+                traffic::Inject::Command {
+                    printer,
+                    msg,
+                    retained,
+                    estop_sent,
+                    job,
+                } => {
+                    let stops = matches!(
+                        msg.command,
+                        crate::mqtt::payload::Command::Cancel
+                            | crate::mqtt::payload::Command::EmergencyStop
+                    );
+                    self.traffic.take_accepted(&printer);
+                    self.feed(Input::Command {
+                        printer: printer.clone(),
+                        msg,
+                        retained,
+                        estop_sent,
+                        ack: None,
+                    });
+                    if stops && self.traffic.take_accepted(&printer) {
+                        if let Some(job) = job {
+                            self.traffic.stopped.insert(job);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn fault_step(&mut self) {
+        let f = self.plan.faults;
+        let ids: Vec<String> = self.printers.keys().cloned().collect();
+        let id = ids[self.rng.index(ids.len())].clone();
+        if self.fault("crash", f.crash) {
+            self.crash();
+            return;
+        }
+        let (unplug, reset, silent) = (
+            self.fault("unplug", f.unplug * 10.0),
+            self.fault("reset", f.reset * 10.0),
+            self.fault("silent", f.silent * 10.0),
+        );
+        if let Some(p) = self.printers.get_mut(&id) {
+            if unplug {
+                p.unplug();
+            } else if reset {
+                p.reset();
+            } else if silent {
+                p.silent = 5;
+            } else {
+                p.replug();
+            }
+        }
+    }
+
+    /// Runs the plan; `Err` on the first broken invariant.
+    pub fn run(self) -> Result<Outcome, Failure> {
+        self.run_keep().map(|(o, _)| o)
+    }
+
+    /// [`World::run`], also giving back the store for closer checks.
+    pub fn run_keep(mut self) -> Result<(Outcome, ModelStore), Failure> {
+        for _ in 0..self.plan.steps {
+            self.guarded_step()?;
+        }
+        // After the faults everything must settle, within a bound: each
+        // queued job needs a few hundred steps on its printer.
+        self.quiesce();
+        let mut settled = check::at_end(&self);
+        let mut left = self.plan.quiesce * 20;
+        while settled.is_err() && left > 0 {
+            for _ in 0..self.plan.quiesce.min(left) {
+                self.guarded_step()?;
+            }
+            left = left.saturating_sub(self.plan.quiesce);
+            settled = check::at_end(&self);
+        }
+        if let Err(v) = settled {
+            return Err(self.failure(v));
+        }
+        self.outcome.jobs_ended = self
+            .store
+            .jobs
+            .values()
+            .filter(|j| j.state.is_terminal())
+            .count();
+        self.outcome.jobs_completed = self
+            .store
+            .jobs
+            .values()
+            .filter(|j| j.state == crate::lifecycle::JobState::Completed)
+            .count();
+        Ok((self.outcome, self.store))
+    }
+
+    fn guarded_step(&mut self) -> Result<(), Failure> {
+        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.tick_once()));
+        let broken = match step {
+            Ok(Ok(())) => None,
+            Ok(Err(v)) => Some(v),
+            Err(panic) => Some(format!("panic: {}", panic_text(&panic))),
+        };
+        match broken {
+            Some(violation) => Err(self.failure(violation)),
+            None => Ok(()),
+        }
+    }
+
+    /// The end of the faults: everything plugged in, no more new work.
+    fn quiesce(&mut self) {
+        self.faults_on = false;
+        self.note("QUIESCE: no more faults or new jobs".into());
+        self.traffic.stop_new_work();
+        for p in self.printers.values_mut() {
+            p.replug();
+            p.silent = 0;
+        }
+    }
+
+    fn failure(&self, violation: String) -> Failure {
+        Failure {
+            seed: self.seed,
+            violation,
+            trace: self.trace.iter().cloned().collect(),
+        }
+    }
+}
+
+/// Where external effects put their answers.
+pub struct AnswerSink<'a> {
+    step: u64,
+    answers: &'a mut Vec<Pending>,
+    faults_on: bool,
+    faults: Faults,
+    outcome: &'a mut Outcome,
+}
+
+impl AnswerSink<'_> {
+    fn push(&mut self, delay: u64, input: Input) {
+        self.answers.push(Pending {
+            due: self.step + delay,
+            input,
+        });
+    }
+
+    fn fault(&mut self, rng: &mut Xorshift64, kind: &'static str, p: f64) -> bool {
+        let hit = self.faults_on && rng.chance(p);
+        if hit {
+            *self.outcome.faults.entry(kind).or_default() += 1;
+        }
+        hit
+    }
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// A short line for the trace.
+fn describe(input: &Input) -> String {
+    let text = format!("{input:?}");
+    let text: String = text.chars().take(160).collect();
+    format!("in: {text}")
+}
