@@ -24,7 +24,7 @@ fn example_config_is_ok() {
     assert_eq!(code, 0);
     assert_eq!(
         stdout.trim(),
-        "ok: 2 printers, mqtt: 127.0.0.1:1883, queue manager: http://127.0.0.1:8080"
+        "ok: 2 printers, mode: push + pull, mqtt: 127.0.0.1:1883, queue manager: http://127.0.0.1:8080"
     );
 }
 

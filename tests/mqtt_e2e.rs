@@ -52,10 +52,12 @@ pub fn broker() -> u16 {
 /// The seed's assignment, field for field.
 const SEED_ASSIGNMENT: &str = r#"{"jobId":"job-123","modelUrl":"models/model-456.gcode","filamentType":"PLA","estimatedTime":3600,"priority":10,"assignedAt":"2025-06-15T08:30:00Z","parameters":{"layerHeight":0.2,"infill":20,"nozzleTemp":210,"bedTemp":60}}"#;
 
-/// The seed's robot report for `printer`.
+/// The seed's robot report for `printer`, stamped now (older reports are
+/// not acted on).
 pub fn robot_pick(robot: &str, printer: &str) -> String {
+    let now = printgate::mqtt::payload::rfc3339(std::time::SystemTime::now());
     format!(
-        r#"{{"robotId":"{robot}","printerId":"{printer}","action":"pick","status":"completed","timestamp":"2025-06-15T08:32:10Z"}}"#
+        r#"{{"robotId":"{robot}","printerId":"{printer}","action":"pick","status":"completed","timestamp":"{now}"}}"#
     )
 }
 
@@ -127,17 +129,24 @@ fn seed_cycle_message_by_message() {
     assert_eq!(birth.json["printers"], serde_json::json!(["p1"]));
     drop(late);
 
-    // A new printer's plate is not known to be clear: no idle yet.
-    m.wait_msg("awaiting_clear progress", 0, |m| {
-        m.topic == progress && m.json["status"] == "awaiting_clear"
+    // A new printer's plate is not known to be clear: the seed's "plate
+    // waits" signal (idle + 100), never a plain idle.
+    let (_, waiting) = m.wait_msg("awaiting_clear progress", 0, |m| {
+        m.topic == progress && m.json["state"] == "awaiting_clear"
     });
-    assert!(!m.since(0).iter().any(|m| m.json["status"] == "idle"));
+    assert_eq!(waiting.json["status"], "idle");
+    assert_eq!(waiting.json["progress"], 100);
+    assert!(!m
+        .since(0)
+        .iter()
+        .any(|m| m.topic == progress && m.json["state"] == "idle"));
     let mark = m.len();
     rig.cli(&["clear", "p1"]);
     m.wait_event(event, "plate_cleared", mark);
     let (_, idle) = m.wait_msg("the idle state change", mark, |m| {
-        m.topic == progress && m.json["status"] == "idle" && m.seq().is_some()
+        m.topic == progress && m.json["state"] == "idle" && m.seq().is_some()
     });
+    assert_eq!((idle.json["status"].as_str(), idle.json["progress"].as_u64()), (Some("idle"), Some(0)));
     assert_eq!(idle.json["printerId"], "p1");
     // Announced idle, repeatedly (the job_handler discovers printers so).
     m.wait("two idle announcements", mark, |msgs| {
@@ -220,7 +229,7 @@ fn seed_cycle_message_by_message() {
     });
     m.wait("idle announced again", mark, |msgs| {
         msgs.iter()
-            .filter(|m| m.topic == progress && m.json["status"] == "idle")
+            .filter(|m| m.topic == progress && m.json["state"] == "idle")
             .nth(1)
             .map(|_| ())
     });
@@ -355,7 +364,8 @@ fn home_assistant_discovery_is_retained_and_reannounced() {
         assert!(p.json.get(&field).is_some(), "{field} not in {}", p.json);
     }
 
-    // Home Assistant restarts: everything is announced again.
+    // Home Assistant restarts: everything is announced again, but a flood
+    // of `online` costs one republish a minute, not one each.
     let mark = m.len();
     m.publish("homeassistant/status", b"online");
     let again = m.wait("eight configs again", mark, |msgs| {
@@ -363,6 +373,20 @@ fn home_assistant_discovery_is_retained_and_reannounced() {
         (t.len() >= 8).then_some(t)
     });
     assert_eq!(again, sorted);
+    let mark = m.len();
+    for _ in 0..20 {
+        m.publish("homeassistant/status", b"online");
+    }
+    // A marker published after the flood: once it is back, so would be
+    // anything the flood caused.
+    m.publish("ha/printer/p1/command", br#"{"command":"pause"}"#);
+    m.wait_msg("the marker's answer", mark, |m| {
+        m.topic == "ha/printer/p1/event" && m.json["type"] == "command_rejected"
+    });
+    assert!(
+        topics_of(&m.since(mark)).is_empty(),
+        "a flood of online republished discovery"
+    );
     let counts = check_all(&rig, &m.since(0));
     eprintln!(
         "mqtt mirror, home assistant: {} retained configs for 2 printers, {} re-announced on \

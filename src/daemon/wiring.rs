@@ -302,8 +302,8 @@ fn with_seq(payload: Vec<u8>, seq: u64) -> Vec<u8> {
     }
 }
 
-/// Discovery configs are republished at most this often (a broker or Home
-/// Assistant flapping must not turn into a flood of retained writes).
+/// Home Assistant's `online` republishes discovery at most this often (a
+/// flood of `online` messages must not turn into a flood of retained writes).
 const DISCOVERY_MIN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What the dispatcher needs besides the link's events.
@@ -325,13 +325,17 @@ pub struct Dispatch {
 /// printer task from here, before the farm sees it: it never waits behind
 /// the farm's work.
 async fn dispatch(mut events: mpsc::Receiver<LinkEvent>, d: Dispatch) {
-    let mut announced: Option<Instant> = None;
-    let mut announce = |volatile: &mpsc::Sender<(String, Vec<u8>, bool)>| {
-        if announced.is_some_and(|t| t.elapsed() < DISCOVERY_MIN_INTERVAL) {
-            debug!("discovery republished less than a minute ago; skipped");
-            return;
+    // On every connect the configs go out; on Home Assistant's `online` at
+    // most once a minute.
+    let mut asked: Option<Instant> = None;
+    let mut announce = |volatile: &mpsc::Sender<(String, Vec<u8>, bool)>, by_request: bool| {
+        if by_request {
+            if asked.is_some_and(|t| t.elapsed() < DISCOVERY_MIN_INTERVAL) {
+                debug!("discovery asked for again within a minute; skipped");
+                return;
+            }
+            asked = Some(Instant::now());
         }
-        announced = Some(Instant::now());
         for c in &d.discovery {
             if volatile
                 .try_send((c.topic.clone(), c.payload_bytes(), true))
@@ -356,7 +360,7 @@ async fn dispatch(mut events: mpsc::Receiver<LinkEvent>, d: Dispatch) {
             }
             LinkEvent::Connected => {
                 info!("mqtt: connected");
-                announce(&d.volatile);
+                announce(&d.volatile, false);
             }
             LinkEvent::Disconnected { reason } => info!("mqtt: disconnected: {reason}"),
             LinkEvent::Inbound(msg) => {
@@ -374,7 +378,7 @@ async fn dispatch(mut events: mpsc::Receiver<LinkEvent>, d: Dispatch) {
 fn inbound(
     d: &Dispatch,
     msg: crate::mqtt::link::InboundMessage,
-    announce: &mut impl FnMut(&mpsc::Sender<(String, Vec<u8>, bool)>),
+    announce: &mut impl FnMut(&mpsc::Sender<(String, Vec<u8>, bool)>, bool),
 ) -> Option<FarmInput> {
     let retained = msg.retain;
     let ack = msg.ack;
@@ -427,7 +431,7 @@ fn inbound(
         Ok(Inbound::HomeAssistantStatus { online }) => {
             ack.ack();
             if online {
-                announce(&d.volatile);
+                announce(&d.volatile, true);
             }
             None
         }

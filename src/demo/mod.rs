@@ -312,11 +312,14 @@ fn look(reader: &StoreReader, rig: &Rig, observed: &Observed) -> Option<Status> 
         let state = row.map_or(PrinterState::Offline, |p| p.state);
         all_clear &= state == PrinterState::Idle && row.is_some_and(|p| p.plate_clear);
         let job = row.and_then(|p| p.current_job.clone());
-        let progress = job
-            .as_deref()
-            .and_then(|id| jobs.iter().find(|j| j.id == id))
-            .map_or(0.0, |j| j.progress);
         let seen = observed.printers.get(id);
+        // Progress is a last value published from memory (the store keeps
+        // it only every few minutes): the observer has the latest.
+        let progress = if job.is_some() {
+            seen.map_or(0.0, |s| s.progress)
+        } else {
+            0.0
+        };
         snap.rows.push(Row {
             printer: id.clone(),
             state: state.as_str().to_owned(),
@@ -326,7 +329,7 @@ fn look(reader: &StoreReader, rig: &Rig, observed: &Observed) -> Option<Status> 
             bed: seen.and_then(|s| s.bed),
         });
     }
-    let moved: u64 = jobs.iter().map(|j| j.lines_done).sum();
+    let moved = snap.lines;
     let states: Vec<&str> = jobs.iter().map(|j| j.state.as_str()).collect();
     let rows: Vec<&str> = snap.rows.iter().map(|r| r.state.as_str()).collect();
     let fingerprint = format!("{moved} {states:?} {rows:?} {}", snap.queued);

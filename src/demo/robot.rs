@@ -31,6 +31,8 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Seen {
     pub status: String,
+    /// The last progress published (a last value: never stored per tick).
+    pub progress: f64,
     pub nozzle: Option<f64>,
     pub bed: Option<f64>,
 }
@@ -101,6 +103,7 @@ impl Brain {
                 }
                 let entry = self.seen.printers.entry((*printer).to_owned()).or_default();
                 entry.status = status;
+                entry.progress = f64::from(p.progress);
                 entry.nozzle = p.nozzle_temp.or(entry.nozzle);
                 entry.bed = p.bed_temp.or(entry.bed);
                 // At start the robot clears each printer once.

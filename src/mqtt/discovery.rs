@@ -40,7 +40,8 @@ struct Sensor(
 );
 
 const SENSORS: [Sensor; 4] = [
-    Sensor("status", "Status", "status", None, None),
+    // `state`, not `status`: the seed's two words hide what an operator wants to see.
+    Sensor("status", "Status", "state", None, None),
     Sensor("progress", "Progress", "progress", Some("%"), None),
     Sensor(
         "nozzle_temp",
@@ -176,7 +177,7 @@ mod tests {
         assert_eq!(nozzle["device_class"], "temperature");
         assert_eq!(all[3].payload["value_template"], "{{ value_json.bedTemp }}");
         let status = &all[0].payload;
-        assert_eq!(status["value_template"], "{{ value_json.status }}");
+        assert_eq!(status["value_template"], "{{ value_json.state }}");
         assert!(status.get("unit_of_measurement").is_none());
         assert!(status.get("device_class").is_none());
     }

@@ -68,9 +68,9 @@ fn commands_are_answered_and_cancel_turns_heaters_off() {
     let rig = Rig::start(broker(), spec("commands", "cmd/", "gw-cmd"));
     let m = &rig.mirror;
     let (event, progress) = ("cmd/printer/p1/event", "cmd/printer/p1/progress");
-    let status_after = |mark: usize, status: &'static str| {
-        m.wait_msg(&format!("progress {status}"), mark, move |m| {
-            m.topic == progress && m.seq().is_some() && m.json["status"] == status
+    let status_after = |mark: usize, state: &'static str| {
+        m.wait_msg(&format!("progress {state}"), mark, move |m| {
+            m.topic == progress && m.seq().is_some() && m.json["state"] == state
         })
     };
     let mut answers = Vec::new();
@@ -188,19 +188,12 @@ fn assignments() -> Cases {
             r#"{"jobId":"j","modelUrl":null,"filamentType":"PLA"}"#.into(),
             "got null",
         ),
+        // (No filamentType, float or absurd numbers: taken leniently, see
+        // mqtt::inbound's r11 test; a rejected push is a lost job.)
         (
-            r#"{"jobId":"j","modelUrl":"models/m.gcode"}"#.into(),
-            "\"filamentType\"",
+            format!(r#"{{"jobId":"j",{OK},"sha256":"abc"}}"#),
+            "64 hex digits",
         ),
-        (
-            format!(r#"{{"jobId":"j",{OK},"estimatedTime":-5}}"#),
-            "non-negative",
-        ),
-        (
-            format!(r#"{{"jobId":"j",{OK},"estimatedTime":"1h"}}"#),
-            "expected a number",
-        ),
-        (format!(r#"{{"jobId":"j",{OK},"priority":1.5}}"#), "integer"),
         (
             format!(r#"{{"jobId":"j",{OK},"parameters":[]}}"#),
             "expected an object",
@@ -268,27 +261,27 @@ fn robots() -> Cases {
     c
 }
 
+/// Every malformed message is rejected and acknowledged while a job prints
+/// on; a flood costs one event per kind and window plus a count (each
+/// message's exact complaint is checked in `mqtt::inbound`'s unit tests).
 #[test]
-fn malformed_input_is_rejected_one_event_each_while_printing() {
+fn malformed_input_is_rejected_rate_limited_while_printing() {
     let rig = Rig::start(broker(), spec("badinput", "bad/", "gw-bad"));
     let m = &rig.mirror;
     let (event, progress) = ("bad/printer/p1/event", "bad/printer/p1/progress");
+    let gateway_events = "bad/gateway/gw-bad/event";
     rig.cli(&["clear", "p1"]);
     let moves = rig.add_job("p1", "job-good", 4, 3000);
     m.wait_msg("job-good printing", 0, |m| {
-        m.topic == progress && m.json["jobId"] == "job-good" && m.json["status"] == "printing"
+        m.topic == progress && m.json["jobId"] == "job-good" && m.json["state"] == "printing"
     });
     let kinds = [
-        ("printer/p1/assignement", assignments(), event),
-        ("printer/p1/command", commands(), event),
-        (
-            "robot/rob-1/progress",
-            robots(),
-            "bad/printer/gateway/event",
-        ),
+        ("printer/p1/assignement", assignments(), event, "assignment"),
+        ("printer/p1/command", commands(), event, "command"),
+        ("robot/rob-1/progress", robots(), gateway_events, "robot"),
     ];
     let mark = m.len();
-    for (topic, cases, _) in &kinds {
+    for (topic, cases, _, _) in &kinds {
         assert!(cases.len() >= 20, "{topic}: {}", cases.len());
         for (payload, _) in cases {
             m.publish(&rig.topic(topic), payload);
@@ -305,45 +298,53 @@ fn malformed_input_is_rejected_one_event_each_while_printing() {
     for p in &quiet {
         m.publish(&rig.topic("robot/rob-1/progress"), p.as_bytes());
     }
-    let total: usize = kinds.iter().map(|(_, c, _)| c.len()).sum();
+    let total: usize = kinds.iter().map(|(_, c, _, _)| c.len()).sum();
     let rejected = |msgs: &[Msg]| -> Vec<Msg> {
         msgs.iter()
             .filter(|m| m.topic.ends_with("/event") && m.json["type"] == "input_rejected")
             .cloned()
             .collect()
     };
-    m.wait(&format!("{total} input_rejected events"), mark, |msgs| {
-        (rejected(msgs).len() >= total).then_some(())
+    // One event for the first of each kind, then "N more" once the window
+    // ends: every bad message is accounted for.
+    let counted = |events: &[Msg]| -> usize {
+        events
+            .iter()
+            .map(|e| {
+                let text = e.json["message"].as_str().unwrap_or("");
+                match text.split_once(" more ") {
+                    Some((n, _)) => n.parse::<usize>().unwrap_or(0),
+                    None => 1,
+                }
+            })
+            .sum()
+    };
+    m.wait(&format!("{total} rejections accounted for"), mark, |msgs| {
+        (counted(&rejected(msgs)) >= total).then_some(())
     });
     let (done_at, done) = m.wait_event(event, "job_completed", mark);
     let all = m.since(mark);
     let events = rejected(&all);
-    assert_eq!(events.len(), total, "one event per bad message");
-    for (topic, cases, on) in &kinds {
+    assert_eq!(counted(&events), total, "every bad message counted once: {:#?}", events.iter().map(|e| (e.topic.clone(), e.json["message"].clone())).collect::<Vec<_>>());
+    assert!(events.len() <= 3 * 2 + 3, "a flood became {} events", events.len());
+    for (topic, cases, on, kind) in &kinds {
         let full = rig.topic(topic);
-        let got: Vec<&Msg> = events
+        let first: Vec<&Msg> = events
             .iter()
-            .filter(|e| {
-                e.json["message"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with(&format!("{full}: "))
-            })
+            .filter(|e| e.json["message"].as_str().unwrap().starts_with(&format!("{full}: ")))
             .collect();
-        assert_eq!(got.len(), cases.len(), "{full}");
-        for ((payload, word), e) in cases.iter().zip(got) {
-            let msg = e.json["message"].as_str().unwrap();
-            assert!(
-                msg.contains(word),
-                "{full} {:?}: {msg}",
-                String::from_utf8_lossy(&payload[..payload.len().min(60)])
-            );
-            assert_eq!(e.topic, *on);
-        }
+        assert_eq!(first.len(), 1, "{full}: {first:?}");
+        assert_eq!(first[0].topic, *on);
+        let msg = first[0].json["message"].as_str().unwrap();
+        assert!(msg.contains(cases[0].1), "{full}: {msg}");
+        let more: usize = events
+            .iter()
+            .filter_map(|e| e.json["message"].as_str())
+            .filter(|t| t.ends_with(&format!("more {kind} message(s) rejected in the last window")))
+            .filter_map(|t| t.split_once(" more ").and_then(|(n, _)| n.parse::<usize>().ok()))
+            .sum();
+        assert_eq!(1 + more, cases.len(), "{full}");
     }
-    // All handled while the job printed, and the job did not notice.
-    let last_rejected = events.iter().filter_map(Msg::seq).max().unwrap();
-    assert!(last_rejected < done.seq().unwrap(), "the job ended first");
     assert_eq!(done.json["jobId"], "job-good");
     wait_for("the simulator's log", || {
         (executed_moves(&rig.sim_log("p1")).len() >= moves.len()).then_some(())
@@ -357,10 +358,9 @@ fn malformed_input_is_rejected_one_event_each_while_printing() {
         .filter(|m| m.topic.ends_with("/event"))
         .filter_map(|m| m.json["type"].as_str())
         .collect();
-    assert_eq!(
-        types,
-        BTreeSet::from(["input_rejected"]),
-        "something else changed"
+    assert!(
+        types.iter().all(|t| *t == "input_rejected"),
+        "something else changed: {types:?}"
     );
     let counts = check_all(&rig, &m.since(0));
     eprintln!(

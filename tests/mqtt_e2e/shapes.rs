@@ -22,6 +22,7 @@ pub fn kind_of(prefix: &str, topic: &str) -> Option<Kind> {
     match levels.as_slice() {
         ["printer", p, "progress"] if !p.is_empty() => Some(Kind::Progress),
         ["printer", p, "event"] if !p.is_empty() => Some(Kind::Event),
+        ["gateway", g, "event"] if !g.is_empty() => Some(Kind::Event),
         ["printers"] => Some(Kind::Printers),
         ["printer", _, "job_complete", _] => Some(Kind::JobComplete),
         ["gateway", _, "status"] => Some(Kind::GatewayStatus),
@@ -30,8 +31,15 @@ pub fn kind_of(prefix: &str, topic: &str) -> Option<Kind> {
     }
 }
 
-const STATUSES: [&str; 6] = [
+/// The seed's two words: a job handler knows no others.
+const STATUSES: [&str; 2] = ["idle", "printing"];
+
+/// printgate's `state`, the full truth.
+const STATES: [&str; 9] = [
     "idle",
+    "queued",
+    "downloading",
+    "starting",
     "printing",
     "paused",
     "awaiting_clear",
@@ -155,11 +163,31 @@ fn progress(v: &Value) -> Result<(), String> {
             ("nozzleTemp", Num),
             ("bedTemp", Num),
             ("etaSeconds", U64),
+            ("state", Str),
+            ("outcome", Str),
+            ("gatewayId", Str),
+            ("claimedAt", Str),
         ],
     )?;
     let status = v["status"].as_str().unwrap_or("");
     if !STATUSES.contains(&status) {
-        return Err(format!("unknown status {status:?}"));
+        return Err(format!("status {status:?} is not one of the seed's {STATUSES:?}"));
+    }
+    let state = v["state"].as_str().unwrap_or("");
+    if !STATES.contains(&state) {
+        return Err(format!("unknown state {state:?}"));
+    }
+    // The seed's rule: idle means "give me a job" (0) or "done, plate
+    // waits" (100); an offline or faulted printer never says idle.
+    match (status, state) {
+        ("idle", "idle") if v["progress"] != 0 || !v["jobId"].is_null() => {
+            return Err("idle with progress or a job".into())
+        }
+        ("idle", "awaiting_clear") if v["progress"] != 100 => {
+            return Err("awaiting_clear without progress 100".into())
+        }
+        ("idle", "idle" | "awaiting_clear") | ("printing", _) => {}
+        _ => return Err(format!("status {status} with state {state}")),
     }
     if v["progress"].as_u64().is_none_or(|p| p > 100) {
         return Err("progress out of 0..=100".into());

@@ -189,13 +189,16 @@ impl Rig {
         printer_states(&self.config).into_iter().collect()
     }
 
-    /// Waits until every printer is connected and waiting for a clear plate.
+    /// Waits until every printer is connected: waiting for a clear plate,
+    /// or already cleared by the robot (which acts on `device/printers`).
     pub fn wait_connected(&self) {
         wait_until("printers connected", LIMIT, || {
             let states = self.printer_states();
-            PRINTERS
-                .iter()
-                .all(|p| states.get(*p).is_some_and(|s| s == "awaiting_clear"))
+            PRINTERS.iter().all(|p| {
+                states
+                    .get(*p)
+                    .is_some_and(|s| s == "awaiting_clear" || s == "idle")
+            })
         });
     }
 

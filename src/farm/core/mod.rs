@@ -31,6 +31,8 @@ mod pull;
 mod reports;
 mod schedule;
 pub mod status;
+#[cfg(test)]
+mod tests;
 
 use super::messages::Messages;
 use crate::control::Response;

@@ -18,6 +18,8 @@ use tokio::task::JoinHandle;
 /// One connection attempt: its client and the events of its poller task.
 pub(crate) struct Conn {
     pub(crate) client: AsyncClient,
+    /// Acks of this connection's inbound messages, in arrival order.
+    pub(crate) acks: super::acks::AckOrder,
     pub(crate) polled: mpsc::Receiver<Result<Event, ConnectionError>>,
     poller: JoinHandle<()>,
     /// Set at the ConnAck.
@@ -44,6 +46,7 @@ pub(crate) fn open(options: &MqttOptions) -> Conn {
     let (tx, polled) = mpsc::channel(256);
     let poller = tokio::spawn(poll(eventloop, tx));
     Conn {
+        acks: super::acks::AckOrder::new(client.clone()),
         client,
         polled,
         poller,

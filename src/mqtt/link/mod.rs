@@ -27,13 +27,14 @@
 //! - events are buffered inside the link, so a slow reader never stalls the
 //!   MQTT connection, and the link never waits on `outbox` to send events.
 
+mod acks;
 mod conn;
 mod reason;
 mod task;
 mod window;
 
 use super::topics::Topics;
-use rumqttc::{AsyncClient, Publish};
+use rumqttc::Publish;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -172,25 +173,37 @@ pub struct InboundMessage {
     pub ack: AckToken,
 }
 
-/// Sends the PUBACK for one inbound message, when the daemon has stored it.
-/// Dropping it unacked makes the broker redeliver after the next reconnect.
-/// An ack after the connection was lost is dropped (the redelivered copy
-/// carries its own token).
-pub struct AckToken(pub(crate) Option<(AsyncClient, Publish)>);
+/// Sends the PUBACK for one inbound message, when the daemon has stored it
+/// (after every earlier message's, as MQTT requires: see `acks`). Dropping
+/// it unacked makes the broker redeliver after the next reconnect. An ack
+/// after the connection was lost is dropped (the redelivered copy carries
+/// its own token).
+pub struct AckToken(pub(crate) Option<(acks::AckOrder, u64, Publish)>);
 
 impl AckToken {
-    pub fn ack(self) {
-        if let Some((client, publish)) = self.0 {
-            if let Err(err) = client.try_ack(&publish) {
-                log::debug!("mqtt: ack for {} not sent: {err}", publish.topic);
-            }
+    /// A token for a QoS 1 message, in line behind the earlier ones.
+    pub(crate) fn queued(order: &acks::AckOrder, publish: Publish) -> Self {
+        AckToken(Some((order.clone(), order.enqueue(), publish)))
+    }
+
+    pub fn ack(mut self) {
+        if let Some((order, seq, publish)) = self.0.take() {
+            order.ack(seq, publish);
+        }
+    }
+}
+
+impl Drop for AckToken {
+    fn drop(&mut self) {
+        if let Some((order, seq, _)) = self.0.take() {
+            order.abandon(seq);
         }
     }
 }
 
 impl std::fmt::Debug for AckToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let pkid = self.0.as_ref().map(|(_, p)| p.pkid);
+        let pkid = self.0.as_ref().map(|(_, _, p)| p.pkid);
         f.debug_tuple("AckToken").field(&pkid).finish()
     }
 }

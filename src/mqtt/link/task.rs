@@ -256,7 +256,7 @@ impl Link {
                 let retain = publish.retain;
                 let ack = match publish.qos {
                     QoS::AtMostOnce => AckToken(None),
-                    _ => AckToken(Some((conn.client.clone(), publish))),
+                    _ => AckToken::queued(&conn.acks, publish),
                 };
                 self.pending_events
                     .push_back(LinkEvent::Inbound(InboundMessage {
