@@ -243,10 +243,11 @@ impl Rig {
         self.robots.as_ref().expect("the farm is not started")
     }
 
-    /// Waits until the queue manager's list is empty and the handler has
-    /// seen every job it assigned end (printed, and its plate cleared; or
-    /// ended before the plate) and holds every printer available. `Err`
-    /// says why it stopped waiting (the bound, or the gateway exited).
+    /// Waits until the queue manager's list is empty, the handler assigned
+    /// every job it fetched, has seen each end (printed, and its plate
+    /// cleared; or ended before the plate), holds every printer available
+    /// and has published its empty list. `Err` says why it stopped waiting
+    /// (the bound, or the gateway exited).
     pub fn wait_settled(&mut self, until: Instant) -> Result<(), String> {
         loop {
             if let Some(status) = self.gateway_exited() {
@@ -267,34 +268,50 @@ impl Rig {
     }
 
     fn settled(&self) -> bool {
-        let records = self.handler().records();
         let seats = self.handler().seats();
-        self.qm.pending() == 0
-            && seats.len() == PRINTERS.len()
-            && seats.values().all(|s| *s == Seat::Available)
-            && records.assignments.iter().all(|a| {
-                let ended_early = records
-                    .ended_before_plate
-                    .iter()
-                    .any(|(_, p, j)| *p == a.printer && j.as_deref() == Some(a.job.as_str()));
-                ended_early || records.completed(&a.printer, &a.job)
-            })
+        let handed = self.qm.handed().len();
+        self.handler().with_records(|records| {
+            // Every job out of the queue manager is in the handler's hands
+            // (it may have fetched one and not yet assigned it).
+            self.qm.pending() == 0
+                && handed == records.assignments.len()
+                && seats.len() == PRINTERS.len()
+                && seats.values().all(|s| *s == Seat::Available)
+                && records.lists.last().is_some_and(|(_, l)| l.is_empty())
+                && records.assignments.iter().all(|a| {
+                    let ended_early = records
+                        .ended_before_plate
+                        .iter()
+                        .any(|(_, p, j)| *p == a.printer && j.as_deref() == Some(a.job.as_str()));
+                    ended_early || records.completed(&a.printer, &a.job)
+                })
+        })
     }
 
-    /// A printer part-way through its job (at least one move, at most half),
-    /// while no assignment waits for its printer's `printing`.
+    /// A printer part-way through its job (it said `printing` for it with
+    /// progress above 0 and at most 50), while every printer prints: no
+    /// assignment, completion or robot clear is on its way. (The
+    /// simulators' logs cannot tell: they are flushed when a board idles.)
     pub fn mid_print(&self) -> Option<(String, String)> {
-        let seats = self.handler().seats();
-        if seats.values().any(|s| matches!(s, Seat::Assigned(_))) {
+        let handler = self.handler();
+        let seats = handler.seats();
+        if seats.len() < PRINTERS.len()
+            || !seats.values().all(|s| matches!(s, Seat::Printing(Some(_))))
+        {
             return None;
         }
-        seats.iter().find_map(|(printer, seat)| {
-            let Seat::Printing(Some(job)) = seat else {
-                return None;
-            };
-            let total = self.models.get(job)?.len();
-            let done = self.tally.snapshot(printer).get(job).copied().unwrap_or(0);
-            (done > 0 && done <= total / 2).then(|| (printer.clone(), job.clone()))
+        handler.with_records(|r| {
+            seats.iter().find_map(|(printer, seat)| {
+                let Seat::Printing(Some(job)) = seat else {
+                    return None;
+                };
+                let last = r.last_heard(printer)?;
+                let part_way = last.status == "printing"
+                    && last.job.as_ref() == Some(job)
+                    && last.progress > 0.0
+                    && last.progress <= 50.0;
+                part_way.then(|| (printer.clone(), job.clone()))
+            })
         })
     }
 

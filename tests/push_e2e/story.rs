@@ -28,6 +28,15 @@ pub fn story(rig: &Rig, rec: &Records, clears: &[Clear], jobs: &BTreeMap<String,
         for (at, _, why) in rec.ignored.iter().filter(|(_, q, _)| q == p) {
             lines.push((t(at), format!("set aside: {why}")));
         }
+        let events = rig.recorder.on(&format!("device/printer/{p}/event"));
+        for m in events {
+            let e = m.json();
+            let what = format!(
+                "gateway event {} {} {}",
+                e["type"], e["jobId"], e["message"]
+            );
+            lines.push((t(&m.at), what));
+        }
         for c in clears.iter().filter(|c| c.printer == p) {
             lines.push((
                 t(&c.at),

@@ -88,7 +88,7 @@ fn on_message(shared: &Shared, prefix: &str, m: &Msg) {
         let job = body["jobId"].as_str().map(str::to_owned);
         inner
             .records
-            .heard(m.at, printer, &status, progress, job.clone(), body.clone());
+            .heard(m.at, printer, &status, progress, job.clone());
         let result = inner
             .seats
             .on_progress(printer, &status, progress, job.as_deref());
@@ -126,7 +126,7 @@ fn on_message(shared: &Shared, prefix: &str, m: &Msg) {
 /// Discovery, then the assignment loop, until stopped.
 fn main_loop(shared: &Shared, link: &Publisher, settings: &Settings) {
     let end = Instant::now() + settings.discovery;
-    if !wait(shared, end) {
+    if !wait(shared, end, false) {
         return;
     }
     {
@@ -155,13 +155,15 @@ fn main_loop(shared: &Shared, link: &Publisher, settings: &Settings) {
                 .sent(sent, |r| r.lists.push((Instant::now(), list)));
         }
         if !free {
-            wait(shared, Instant::now() + settings.pause);
+            // Until a printer becomes available (or the seed's brief pause).
+            wait(shared, Instant::now() + settings.pause, true);
             continue;
         }
         if held.is_none() {
             held = request_job(&agent, shared, settings);
             if held.is_none() {
-                wait(shared, Instant::now() + settings.pause);
+                // No job: the whole pause, whatever the printers say.
+                wait(shared, Instant::now() + settings.pause, false);
                 continue;
             }
         }
@@ -171,21 +173,22 @@ fn main_loop(shared: &Shared, link: &Publisher, settings: &Settings) {
     }
 }
 
-/// Waits for a wake-up or `until`; false once the handler is stopping.
-fn wait(shared: &Shared, until: Instant) -> bool {
+/// Waits until `until`, or (with `early`, once discovery is over) until
+/// something changes; false once the handler is stopping.
+fn wait(shared: &Shared, until: Instant, early: bool) -> bool {
     let mut inner = lock(&shared.inner);
     while !shared.stop.load(Ordering::SeqCst) {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return true;
         }
-        inner = shared
+        let (guard, timeout) = shared
             .wake
             .wait_timeout(inner, left)
-            .map(|(g, _)| g)
-            .unwrap_or_else(|e| e.into_inner().0);
-        if !inner.seats.discovering && Instant::now() < until {
-            return true; // woken: something changed
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner = guard;
+        if early && !timeout.timed_out() && !inner.seats.discovering {
+            return true;
         }
     }
     false
@@ -203,47 +206,43 @@ fn agent() -> ureq::Agent {
 /// which is recorded).
 fn request_job(agent: &ureq::Agent, shared: &Shared, settings: &Settings) -> Option<Value> {
     let url = format!("{}/prioritary_job", settings.queue_manager);
-    let answer = agent.get(&url).call();
+    let answer = fetch_job(agent, &url);
     let mut inner = lock(&shared.inner);
-    inner.records.counters.polls += 1;
-    let mut response = match answer {
-        Ok(r) => r,
-        Err(e) => {
-            inner.records.counters.http_errors += 1;
-            inner.records.errors.push(format!("GET {url}: {e}"));
-            return None;
+    let records = &mut inner.records;
+    records.counters.polls += 1;
+    match answer {
+        Ok(Some(job)) => {
+            records.counters.jobs += 1;
+            Some(job)
         }
-    };
+        Ok(None) => {
+            records.counters.empty += 1;
+            None
+        }
+        Err(e) => {
+            records.counters.http_errors += 1;
+            records.errors.push(format!("GET {url}: {e}"));
+            None
+        }
+    }
+}
+
+/// The seed's "no job" is `204`, `404` or a `null` body.
+fn fetch_job(agent: &ureq::Agent, url: &str) -> Result<Option<Value>, String> {
+    let mut response = agent.get(url).call().map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
-    let body = response.body_mut().read_to_string().unwrap_or_default();
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
     match status {
         200 => match serde_json::from_str::<Value>(&body) {
-            Ok(Value::Null) => None,
-            Ok(job) if job["id"].is_string() && job["modelId"].is_string() => {
-                inner.records.counters.jobs += 1;
-                Some(job)
-            }
-            _ => {
-                inner.records.counters.http_errors += 1;
-                inner
-                    .records
-                    .errors
-                    .push(format!("GET {url}: bad job {body:?}"));
-                None
-            }
+            Ok(Value::Null) => Ok(None),
+            Ok(job) if job["id"].is_string() && job["modelId"].is_string() => Ok(Some(job)),
+            _ => Err(format!("not a job: {body:?}")),
         },
-        204 | 404 => {
-            inner.records.counters.empty += 1;
-            None
-        }
-        _ => {
-            inner.records.counters.http_errors += 1;
-            inner
-                .records
-                .errors
-                .push(format!("GET {url}: {status} {body:?}"));
-            None
-        }
+        204 | 404 => Ok(None),
+        _ => Err(format!("status {status}: {body:?}")),
     }
 }
 
@@ -307,7 +306,6 @@ impl super::Records {
         status: &str,
         progress: f64,
         job: Option<String>,
-        raw: Value,
     ) {
         self.progress.push(super::Heard {
             at,
@@ -315,7 +313,6 @@ impl super::Records {
             status: status.to_owned(),
             progress,
             job,
-            raw,
         });
     }
 

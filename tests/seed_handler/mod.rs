@@ -87,7 +87,6 @@ pub struct Heard {
     pub status: String,
     pub progress: f64,
     pub job: Option<String>,
-    pub raw: Value,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -159,6 +158,11 @@ impl Records {
             .collect()
     }
 
+    /// The last progress message heard from `printer`.
+    pub fn last_heard(&self, printer: &str) -> Option<&Heard> {
+        self.progress.iter().rev().find(|h| h.printer == printer)
+    }
+
     /// Whether `idle` + 100 was accepted for `job` on `printer`.
     pub fn completed(&self, printer: &str, job: &str) -> bool {
         self.completions
@@ -188,6 +192,12 @@ impl JobHandler {
     /// A copy of the records so far.
     pub fn records(&self) -> Records {
         lock(&self.shared.inner).records.clone()
+    }
+
+    /// Reads the records in place (no copy: for frequent polls of a big
+    /// farm). `f` runs under the handler's lock: keep it short.
+    pub fn with_records<T>(&self, f: impl FnOnce(&Records) -> T) -> T {
+        f(&lock(&self.shared.inner).records)
     }
 
     /// Where the handler believes each printer is.
