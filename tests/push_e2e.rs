@@ -33,7 +33,6 @@ mod story;
 mod tally;
 
 use checks::Verdict;
-use e2e_support::wait_until;
 use rig::{PlanJob, Rig, Twist, CYCLE, STEP};
 use seed_handler::seat::Seat;
 use std::collections::BTreeSet;
@@ -120,7 +119,7 @@ fn seed_handler_recovers_from_a_gateway_kill_dash_nine() {
     let mut rig = Rig::new("restart", &plan(2500));
     start(&mut rig);
     let mut caught = None;
-    wait_until("a print part-way", STEP, || {
+    rig.wait_or_tell("a print part-way", STEP, || {
         caught = rig.mid_print();
         caught.is_some()
     });

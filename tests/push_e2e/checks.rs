@@ -25,10 +25,7 @@ pub struct Verdict<'a> {
 
 impl<'a> Verdict<'a> {
     pub fn new(rig: &'a Rig) -> Verdict<'a> {
-        let gateway_jobs = crate::e2e_support::jobs_json(&rig.config)
-            .into_iter()
-            .map(|j| (j["id"].as_str().unwrap_or("").to_owned(), j))
-            .collect();
+        let gateway_jobs = rig.gateway_jobs();
         Verdict {
             rig,
             rec: rig.handler().records(),

@@ -173,23 +173,28 @@ impl Rig {
     /// The operator's first confirmation: every printer connected, each
     /// plate that waits for one confirmed clear (once, before the farm).
     pub fn confirm_plates(&self) {
+        let states =
+            || -> BTreeMap<String, String> { printer_states(&self.config).into_iter().collect() };
         let connected = |s: &String| s == "awaiting_clear" || s == "idle";
-        wait_until("printers connected", STEP, || {
-            let states: BTreeMap<String, String> =
-                printer_states(&self.config).into_iter().collect();
+        self.wait_or_tell("printers connected", STEP, || {
+            let states = states();
             PRINTERS
                 .iter()
                 .all(|p| states.get(*p).is_some_and(connected))
         });
-        for (printer, state) in printer_states(&self.config) {
+        for (printer, state) in states() {
             if state == "awaiting_clear" {
                 let out = cli(&["clear", &printer, "--config", self.cfg()]);
                 assert!(out.status.success(), "clear {printer}: {out:?}");
             }
         }
-        wait_until("plates confirmed", STEP, || {
-            let states = printer_states(&self.config);
-            states.len() >= PRINTERS.len() && states.iter().all(|(_, s)| s == "idle")
+        self.wait_or_tell("plates confirmed", STEP, || {
+            let states = states();
+            PRINTERS.iter().all(|p| {
+                states
+                    .get(*p)
+                    .is_some_and(|s| s != "awaiting_clear" && s != "offline")
+            })
         });
     }
 
@@ -229,10 +234,10 @@ impl Rig {
         h.shape = Some(self.shape());
         let discovery = h.discovery;
         let handler = JobHandler::start(h);
-        wait_until("the handler's discovery phase", discovery + STEP, || {
-            handler.discovered()
-        });
         self.handler = Some(handler);
+        self.wait_or_tell("the handler's discovery phase", discovery + STEP, || {
+            self.handler().discovered()
+        });
     }
 
     pub fn handler(&self) -> &JobHandler {
@@ -313,6 +318,38 @@ impl Rig {
                 part_way.then(|| (printer.clone(), job.clone()))
             })
         })
+    }
+
+    /// `printgate jobs --json`, by job id.
+    pub fn gateway_jobs(&self) -> BTreeMap<String, serde_json::Value> {
+        jobs_json(&self.config)
+            .into_iter()
+            .map(|j| (j["id"].as_str().unwrap_or("").to_owned(), j))
+            .collect()
+    }
+
+    /// The farm's story so far (the daemon's log before the farm starts).
+    pub fn tell(&self) -> String {
+        match (&self.handler, &self.robots) {
+            (Some(h), Some(r)) => {
+                crate::story::story(self, &h.records(), &r.clears(), &self.gateway_jobs())
+            }
+            _ => format!("daemon log (last lines):\n{}", self.log_tail(25)),
+        }
+    }
+
+    /// [`wait_until`], failing with the farm's story.
+    pub fn wait_or_tell(&self, what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !cond() {
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {limit:?} waiting for {what}\n\n{}",
+                    self.tell()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
