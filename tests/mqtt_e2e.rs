@@ -146,7 +146,10 @@ fn seed_cycle_message_by_message() {
     let (_, idle) = m.wait_msg("the idle state change", mark, |m| {
         m.topic == progress && m.json["state"] == "idle" && m.seq().is_some()
     });
-    assert_eq!((idle.json["status"].as_str(), idle.json["progress"].as_u64()), (Some("idle"), Some(0)));
+    assert_eq!(
+        (idle.json["status"].as_str(), idle.json["progress"].as_u64()),
+        (Some("idle"), Some(0))
+    );
     assert_eq!(idle.json["printerId"], "p1");
     // Announced idle, repeatedly (the job_handler discovers printers so).
     m.wait("two idle announcements", mark, |msgs| {

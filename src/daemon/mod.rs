@@ -85,8 +85,7 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
         jobs: store.open_jobs().await?,
     };
     let wall = SystemTime::now();
-    let mut msgs = Messages::new(crate::mqtt::settings::topics(&config));
-    msgs.set_claimed_at(wall);
+    let msgs = Messages::new(crate::mqtt::settings::topics(&config));
     let settings = wiring::core_settings(&config, &spool_dir, wall);
     let jitter_seed = settings.jitter_seed;
     let core = FarmCore::new(settings, msgs, snapshot, Instant::now(), wall);

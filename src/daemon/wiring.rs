@@ -361,6 +361,9 @@ async fn dispatch(mut events: mpsc::Receiver<LinkEvent>, d: Dispatch) {
             LinkEvent::Connected => {
                 info!("mqtt: connected");
                 announce(&d.volatile, false);
+                if d.farm.send(FarmInput::BrokerConnected).await.is_err() {
+                    debug!("farm stopped");
+                }
             }
             LinkEvent::Disconnected { reason } => info!("mqtt: disconnected: {reason}"),
             LinkEvent::Inbound(msg) => {
@@ -428,6 +431,24 @@ fn inbound(
                 retained,
             })
         }
+        Ok(Inbound::PeerProgress {
+            printer,
+            gateway,
+            claimed_at,
+        }) => {
+            ack.ack();
+            // Our own messages come back (we listen to our printers' topics
+            // only to notice another claimant); a retained one is history,
+            // not a live claimant.
+            if retained || gateway.as_deref() == Some(d.topics.gateway_id()) {
+                return None;
+            }
+            Some(FarmInput::PeerProgress {
+                printer,
+                gateway,
+                claimed_at,
+            })
+        }
         Ok(Inbound::HomeAssistantStatus { online }) => {
             ack.ack();
             if online {
@@ -453,6 +474,7 @@ fn inbound(
             let (printer, kind) = match d.topics.classify(&msg.topic) {
                 Some(InTopic::Assignment { printer }) => (Some(printer), "assignment"),
                 Some(InTopic::Command { printer }) => (Some(printer), "command"),
+                Some(InTopic::Progress { .. }) => (None, "progress"),
                 Some(InTopic::RobotProgress { .. }) => (None, "robot"),
                 Some(InTopic::Trigger { .. }) => (None, "trigger"),
                 Some(InTopic::HomeAssistantStatus) => (None, "homeassistant"),

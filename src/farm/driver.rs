@@ -352,6 +352,18 @@ impl Driver {
                 ack: ack.map(|t| self.keep_ack(t)),
             },
             FarmInput::Trigger { topic, retained } => Input::Trigger { topic, retained },
+            FarmInput::BrokerConnected => Input::BrokerConnected,
+            FarmInput::PeerProgress {
+                printer,
+                gateway,
+                claimed_at,
+            } => Input::PeerProgress {
+                printer,
+                gateway,
+                claimed_at: claimed_at
+                    .as_deref()
+                    .and_then(crate::mqtt::payload::parse_rfc3339),
+            },
             FarmInput::Invalid {
                 printer,
                 kind,

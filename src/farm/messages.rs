@@ -18,12 +18,13 @@ pub struct ProgressView<'a> {
     pub wire: WireStatus<'a>,
     pub lines: Option<(u64, u64)>,
     pub temps: Temps,
+    /// Since when this gateway serves the printer id.
+    pub claimed_at: SystemTime,
 }
 
 pub struct Messages {
     topics: Option<Topics>,
     timestamp: String,
-    claimed_at: Option<String>,
 }
 
 impl Messages {
@@ -31,18 +32,12 @@ impl Messages {
         Messages {
             topics,
             timestamp: payload::rfc3339(UNIX_EPOCH),
-            claimed_at: None,
         }
     }
 
     /// The time stamped on what is built next.
     pub fn set_time(&mut self, wall: SystemTime) {
         self.timestamp = payload::rfc3339(wall);
-    }
-
-    /// When this gateway began to serve its printer ids (`claimedAt`).
-    pub fn set_claimed_at(&mut self, wall: SystemTime) {
-        self.claimed_at = Some(payload::rfc3339(wall));
     }
 
     pub fn topics(&self) -> Option<&Topics> {
@@ -106,7 +101,7 @@ impl Messages {
             state: v.wire.state.to_owned(),
             outcome: v.wire.outcome.map(str::to_owned),
             gateway_id,
-            claimed_at: self.claimed_at.clone(),
+            claimed_at: Some(payload::rfc3339(v.claimed_at)),
             seq: None,
             line: v.lines.map(|l| l.0),
             lines: v.lines.map(|l| l.1),

@@ -57,6 +57,15 @@ pub enum FarmInput {
         problem: String,
         ack: Option<AckToken>,
     },
+    /// The broker link (re)connected: publish every printer's latest state.
+    BrokerConnected,
+    /// Another gateway (or program) published progress for one of our
+    /// printer ids.
+    PeerProgress {
+        printer: String,
+        gateway: Option<String>,
+        claimed_at: Option<String>,
+    },
     /// From the control socket; `upload` is the spooled file of `AddJob`.
     Control {
         req: control::Request,

@@ -35,6 +35,13 @@ pub enum Inbound {
     },
     /// Home Assistant (re)started (`online`) or stopped (`offline`).
     HomeAssistantStatus { online: bool },
+    /// A progress message on one of our printers' topics: ours heard back,
+    /// or another gateway (or program) publishing for the same printer id.
+    PeerProgress {
+        printer: String,
+        gateway: Option<String>,
+        claimed_at: Option<String>,
+    },
     /// A configured trigger topic; the payload is passed through unparsed.
     Trigger { index: usize, payload: Vec<u8> },
 }
@@ -128,6 +135,16 @@ fn parse(topics: &Topics, topic: &str, payload: &[u8], known: &[String]) -> Resu
                 problem: format!("expected online or offline, got {:?}", clip(other)),
             }),
         },
+        InTopic::Progress { printer } => {
+            known_printer(&printer)?;
+            let obj = object(payload)?;
+            let f = Fields(&obj);
+            Ok(Inbound::PeerProgress {
+                printer,
+                gateway: f.opt_str("gatewayId")?.map(str::to_owned),
+                claimed_at: f.opt_str("claimedAt")?.map(str::to_owned),
+            })
+        }
         InTopic::Assignment { printer } => {
             known_printer(&printer)?;
             let obj = object(payload)?;

@@ -31,6 +31,9 @@ pub enum InTopic {
     RobotProgress { robot: String },
     /// `<prefix>printer/<printer>/command`
     Command { printer: String },
+    /// `<prefix>printer/<printer>/progress`: our own printers' progress,
+    /// heard back to spot another gateway publishing for the same id.
+    Progress { printer: String },
     /// `<discovery_prefix>/status`
     HomeAssistantStatus,
     /// One of the configured trigger topics, by its index in the list.
@@ -139,13 +142,15 @@ impl Topics {
     }
 
     /// Every filter the link subscribes to for these printers, in a stable
-    /// order: each printer's assignment and command, robot progress, Home
+    /// order: each printer's assignment, command and progress (progress to
+    /// notice another gateway claiming the same id), robot progress, Home
     /// Assistant's status, then the trigger topics.
     pub fn subscriptions(&self, printers: &[String]) -> Vec<String> {
-        let mut out = Vec::with_capacity(printers.len() * 2 + 2 + self.triggers.len());
+        let mut out = Vec::with_capacity(printers.len() * 3 + 2 + self.triggers.len());
         for p in printers {
             out.push(self.assignment(p));
             out.push(self.command(p));
+            out.push(self.progress(p));
         }
         out.push(self.robot_progress_filter());
         out.push(self.home_assistant_status());
@@ -173,6 +178,7 @@ impl Topics {
         match (kind, leaf) {
             ("printer", "assignement") => Some(InTopic::Assignment { printer: id }),
             ("printer", "command") => Some(InTopic::Command { printer: id }),
+            ("printer", "progress") => Some(InTopic::Progress { printer: id }),
             ("robot", "progress") => Some(InTopic::RobotProgress { robot: id }),
             _ => None,
         }
@@ -295,8 +301,10 @@ mod tests {
             vec![
                 "device/printer/a/assignement",
                 "device/printer/a/command",
+                "device/printer/a/progress",
                 "device/printer/b/assignement",
                 "device/printer/b/command",
+                "device/printer/b/progress",
                 "device/robot/+/progress",
                 "homeassistant/status",
                 "x/y",

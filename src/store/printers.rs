@@ -21,10 +21,11 @@ pub(crate) fn sync(tx: &Connection, seeds: &[PrinterSeed]) -> Result<(), StoreEr
     let now = now_s();
     for seed in seeds {
         tx.execute(
-            "INSERT INTO printers (id, port, filament, state, plate_clear, updated_at)
-             VALUES (?1, ?2, ?3, 'offline', 0, ?4)
+            "INSERT INTO printers (id, port, filament, state, plate_clear, updated_at, claimed_at)
+             VALUES (?1, ?2, ?3, 'offline', 0, ?4, ?4)
              ON CONFLICT (id) DO UPDATE SET port = excluded.port,
-                 filament = excluded.filament, updated_at = excluded.updated_at",
+                 filament = excluded.filament, updated_at = excluded.updated_at,
+                 claimed_at = COALESCE(printers.claimed_at, excluded.claimed_at)",
             params![seed.id, seed.port, seed.filament, now],
         )?;
     }

@@ -75,10 +75,12 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;",
     // v3: a model's expected SHA-256 survives a restart of its download; a
     // printer remembers the job whose plate waits (and how it ended), so the
-    // completion signal names it after a restart too.
+    // completion signal names it after a restart too; and since when this
+    // gateway serves the printer id (the earlier claimant of an id keeps it).
     "ALTER TABLE jobs ADD COLUMN sha256 TEXT;
      ALTER TABLE printers ADD COLUMN last_job TEXT;
-     ALTER TABLE printers ADD COLUMN last_outcome TEXT;",
+     ALTER TABLE printers ADD COLUMN last_outcome TEXT;
+     ALTER TABLE printers ADD COLUMN claimed_at INTEGER;",
 ];
 
 /// The schema version this binary writes and understands.

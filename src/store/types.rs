@@ -97,6 +97,8 @@ pub struct PrinterRow {
     /// The job whose plate waits for the robot, and how it ended.
     pub last_job: Option<String>,
     pub last_outcome: Option<String>,
+    /// When this gateway began to serve the id (Unix seconds).
+    pub claimed_at: Option<i64>,
 }
 
 /// One line of a job's history.
@@ -212,7 +214,8 @@ pub(crate) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
 }
 
 pub(crate) const PRINTER_COLUMNS: &str =
-    "id, port, filament, state, plate_clear, current_job, updated_at, last_job, last_outcome";
+    "id, port, filament, state, plate_clear, current_job, updated_at, last_job, last_outcome, \
+     claimed_at";
 
 pub(crate) fn printer_from_row(row: &Row<'_>) -> rusqlite::Result<PrinterRow> {
     Ok(PrinterRow {
@@ -225,6 +228,7 @@ pub(crate) fn printer_from_row(row: &Row<'_>) -> rusqlite::Result<PrinterRow> {
         updated_at: row.get(6)?,
         last_job: row.get(7)?,
         last_outcome: row.get(8)?,
+        claimed_at: row.get(9)?,
     })
 }
 

@@ -325,13 +325,30 @@ fn malformed_input_is_rejected_rate_limited_while_printing() {
     let (done_at, done) = m.wait_event(event, "job_completed", mark);
     let all = m.since(mark);
     let events = rejected(&all);
-    assert_eq!(counted(&events), total, "every bad message counted once: {:#?}", events.iter().map(|e| (e.topic.clone(), e.json["message"].clone())).collect::<Vec<_>>());
-    assert!(events.len() <= 3 * 2 + 3, "a flood became {} events", events.len());
+    assert_eq!(
+        counted(&events),
+        total,
+        "every bad message counted once: {:#?}",
+        events
+            .iter()
+            .map(|e| (e.topic.clone(), e.json["message"].clone()))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        events.len() <= 3 * 2 + 3,
+        "a flood became {} events",
+        events.len()
+    );
     for (topic, cases, on, kind) in &kinds {
         let full = rig.topic(topic);
         let first: Vec<&Msg> = events
             .iter()
-            .filter(|e| e.json["message"].as_str().unwrap().starts_with(&format!("{full}: ")))
+            .filter(|e| {
+                e.json["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{full}: "))
+            })
             .collect();
         assert_eq!(first.len(), 1, "{full}: {first:?}");
         assert_eq!(first[0].topic, *on);
@@ -340,8 +357,15 @@ fn malformed_input_is_rejected_rate_limited_while_printing() {
         let more: usize = events
             .iter()
             .filter_map(|e| e.json["message"].as_str())
-            .filter(|t| t.ends_with(&format!("more {kind} message(s) rejected in the last window")))
-            .filter_map(|t| t.split_once(" more ").and_then(|(n, _)| n.parse::<usize>().ok()))
+            .filter(|t| {
+                t.ends_with(&format!(
+                    "more {kind} message(s) rejected in the last window"
+                ))
+            })
+            .filter_map(|t| {
+                t.split_once(" more ")
+                    .and_then(|(n, _)| n.parse::<usize>().ok())
+            })
             .sum();
         assert_eq!(1 + more, cases.len(), "{full}");
     }

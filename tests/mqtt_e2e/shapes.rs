@@ -171,7 +171,9 @@ fn progress(v: &Value) -> Result<(), String> {
     )?;
     let status = v["status"].as_str().unwrap_or("");
     if !STATUSES.contains(&status) {
-        return Err(format!("status {status:?} is not one of the seed's {STATUSES:?}"));
+        return Err(format!(
+            "status {status:?} is not one of the seed's {STATUSES:?}"
+        ));
     }
     let state = v["state"].as_str().unwrap_or("");
     if !STATES.contains(&state) {

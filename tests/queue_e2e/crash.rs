@@ -50,8 +50,15 @@ fn kill_dash_nine_in_pull_mode_loses_and_repeats_nothing() {
             // Mid-print by the printer's own log (the store keeps progress
             // only every few minutes: a last value, not worth an SD write).
             wait_until("the job printing", LIMIT, || {
-                let printing = rig.jobs().get(&job.id).is_some_and(|j| j["state"] == "printing");
-                printing && rig.executed(&job.id).iter().any(|(_, moves)| !moves.is_empty())
+                let printing = rig
+                    .jobs()
+                    .get(&job.id)
+                    .is_some_and(|j| j["state"] == "printing");
+                printing
+                    && rig
+                        .executed(&job.id)
+                        .iter()
+                        .any(|(_, moves)| !moves.is_empty())
             });
             prints.push(job.id);
         }

@@ -33,6 +33,16 @@ impl FarmCore {
             self.push_ack(ack);
             return;
         };
+        if let Some(reason) = self.claim_refusal(printer) {
+            log::warn!("assignment {} refused: {reason}", a.job_id);
+            // On the gateway's own topic: the printer's belongs to the other.
+            let item =
+                self.msgs
+                    .gateway_event("assignment_rejected", Some(&a.job_id), Some(&reason));
+            self.announce(item);
+            self.push_ack(ack);
+            return;
+        }
         if let (Some(want), Some(have)) = (a.filament_type.as_deref(), p.filament.as_deref()) {
             if want != have {
                 let reason = format!("filament {want} does not match the printer's {have}");

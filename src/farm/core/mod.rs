@@ -22,6 +22,7 @@
 //! - everything else is written optimistically: if the store fails, memory
 //!   goes on and a restart recovers from the older (always safe) rows.
 
+mod claims;
 mod control;
 pub mod fresh;
 mod inputs;
@@ -221,6 +222,15 @@ pub enum Input {
         op: OpId,
         result: Result<Applied, PersistError>,
     },
+    /// The broker link (re)connected: last values are published again
+    /// (events wait in the outbox and follow in order on their own).
+    BrokerConnected,
+    /// Progress for one of our printer ids from someone else.
+    PeerProgress {
+        printer: String,
+        gateway: Option<String>,
+        claimed_at: Option<SystemTime>,
+    },
     /// The printer task's command channel is closed.
     PrinterGone {
         printer: String,
@@ -314,6 +324,8 @@ pub struct FarmCore {
     local_adds: BTreeMap<String, control::LocalAdd>,
     /// The trigger (index) whose macro runs on a printer.
     running_triggers: BTreeMap<String, usize>,
+    /// The retained gateway status last published (without its time).
+    status_published: Option<String>,
 }
 
 impl FarmCore {
@@ -347,6 +359,7 @@ impl FarmCore {
             last_purge: now,
             local_adds: BTreeMap::new(),
             running_triggers: BTreeMap::new(),
+            status_published: None,
         };
         core.msgs.set_time(wall);
         core.recover(snapshot);
@@ -390,6 +403,18 @@ impl FarmCore {
             Input::Spooled { job, result } => self.on_spooled(&job, result),
             Input::Persisted { op, result } => self.on_persisted(op, result),
             Input::PrinterGone { printer } => self.on_printer_gone(&printer),
+            Input::BrokerConnected => {
+                for p in self.printers.values_mut() {
+                    p.last_publish = None;
+                }
+                self.publish_periodic();
+                self.publish_gateway_status(true);
+            }
+            Input::PeerProgress {
+                printer,
+                gateway,
+                claimed_at,
+            } => self.on_peer(&printer, gateway, claimed_at),
             Input::Tick => self.on_tick(),
             Input::Shutdown => self.on_shutdown(),
         }
@@ -428,6 +453,7 @@ impl FarmCore {
     }
 
     fn on_tick(&mut self) {
+        self.expire_rivals();
         self.check_time_limits();
         self.publish_periodic();
         self.pump_writes();

@@ -109,6 +109,10 @@ pub struct Printer {
     pub pull: PullState,
     /// `Offline`/`Fault` reports seen from its task (sent with each start).
     pub losses: u64,
+    /// Since when this gateway serves the id (`claimedAt`).
+    pub claimed_at: SystemTime,
+    /// Another gateway claiming the same id, while it is heard.
+    pub rival: Option<super::claims::Rival>,
 }
 
 impl Printer {
@@ -129,6 +133,8 @@ impl Printer {
             last_persist: None,
             pull: PullState::default(),
             losses: 0,
+            claimed_at: SystemTime::UNIX_EPOCH,
+            rival: None,
         }
     }
 

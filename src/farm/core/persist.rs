@@ -387,9 +387,13 @@ impl FarmCore {
         }
     }
 
-    /// The progress message of `printer` as it stands now.
+    /// The progress message of `printer` as it stands now (none while
+    /// another gateway holds the printer id: see `claims`).
     pub(super) fn progress_item(&self, printer: &str) -> Option<OutboxItem> {
         let p = self.printers.get(printer)?;
+        if self.yields(printer) {
+            return None;
+        }
         self.msgs.progress(&self.view(p))
     }
 
@@ -399,6 +403,7 @@ impl FarmCore {
             wire: wire_status(p, self.queued_for(&p.id)),
             lines: p.lines,
             temps: p.temps,
+            claimed_at: p.claimed_at,
         }
     }
 
@@ -443,6 +448,13 @@ impl FarmCore {
                 .as_ref()
                 .map_or((PrinterState::Offline, false), |r| (r.state, r.plate_clear));
             let mut p = Printer::new(&id, filament, state, plate);
+            p.claimed_at = row
+                .as_ref()
+                .and_then(|r| r.claimed_at)
+                .and_then(|s| u64::try_from(s).ok())
+                .map_or(self.wall, |s| {
+                    std::time::UNIX_EPOCH + Duration::from_secs(s)
+                });
             if let Some(r) = &row {
                 if r.state == PrinterState::AwaitingClear || r.last_job.is_some() {
                     p.finished = Some(Finished {

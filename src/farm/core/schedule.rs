@@ -20,6 +20,7 @@ impl FarmCore {
     /// A printer that may take a job now.
     pub(super) fn is_free(&self, p: &Printer) -> bool {
         !self.stopping
+            && !self.yields(&p.id)
             && p.connected
             && p.held.is_none()
             && PlateGate::can_start(p.state, p.plate_clear).is_ok()
@@ -218,7 +219,10 @@ impl FarmCore {
             } else {
                 self.s.idle_announce
             };
+            // A printer id another gateway holds: silent (see `claims`).
+            let yields = p.rival.as_ref().is_some_and(|r| !r.we_keep);
             if p.connected
+                && !yields
                 && p.last_publish
                     .is_none_or(|t| now.saturating_duration_since(t) >= every)
             {

@@ -37,8 +37,14 @@ impl H {
             jobs: Vec::new(),
         };
         let t0 = Instant::now();
-        let wall = UNIX_EPOCH_PLUS;
-        let core = FarmCore::new(s, Messages::new(Some(Topics::new("gw"))), snapshot, t0, wall);
+        let wall = base();
+        let core = FarmCore::new(
+            s,
+            Messages::new(Some(Topics::new("gw"))),
+            snapshot,
+            t0,
+            wall,
+        );
         let mut h = H {
             core,
             t0,
@@ -52,7 +58,7 @@ impl H {
     }
 
     fn wall(&self) -> SystemTime {
-        UNIX_EPOCH_PLUS + Duration::from_secs(self.secs)
+        base() + Duration::from_secs(self.secs)
     }
 
     fn feed(&mut self, input: Input) {
@@ -192,12 +198,7 @@ impl H {
         self.downloaded(job, dest);
         self.scanned(job);
         assert!(self.started(printer, job), "{job} did not start");
-        self.report(
-            printer,
-            ReportKind::JobStarted {
-                job_id: job.into(),
-            },
-        );
+        self.report(printer, ReportKind::JobStarted { job_id: job.into() });
     }
 
     fn started(&self, printer: &str, job: &str) -> bool {
@@ -232,7 +233,10 @@ impl H {
         let mut out: Vec<(String, Value)> = stored.map(json_of).collect();
         for e in &self.out {
             if let Effect::Publish { topic, payload, .. } = e {
-                out.push((topic.clone(), serde_json::from_slice(payload).unwrap_or_default()));
+                out.push((
+                    topic.clone(),
+                    serde_json::from_slice(payload).unwrap_or_default(),
+                ));
             }
         }
         out
@@ -284,7 +288,10 @@ impl H {
     }
 }
 
-const UNIX_EPOCH_PLUS: SystemTime = SystemTime::UNIX_EPOCH;
+/// The harness's wall clock starts here (2025-06-15).
+fn base() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_749_976_200)
+}
 
 fn json_of(item: &OutboxItem) -> (String, Value) {
     (
@@ -342,22 +349,44 @@ fn r11_the_handler_sees_busy_while_a_job_downloads_and_idle_100_when_it_ends() {
         ("printing".into(), 0, "j1".into(), "downloading".into())
     );
     h.tick(10);
-    let beat = h.messages().into_iter().rev().find(|(t, _)| t.ends_with("p1/progress"));
-    assert_eq!(beat.map(|(_, v)| v["status"].clone()), Some("printing".into()));
+    let beat = h
+        .messages()
+        .into_iter()
+        .rev()
+        .find(|(t, _)| t.ends_with("p1/progress"));
+    assert_eq!(
+        beat.map(|(_, v)| v["status"].clone()),
+        Some("printing".into())
+    );
     let (_, dest) = h.last_download().unwrap();
     h.downloaded("j1", dest);
     h.scanned("j1");
-    h.report("p1", ReportKind::JobStarted { job_id: "j1".into() });
+    h.report(
+        "p1",
+        ReportKind::JobStarted {
+            job_id: "j1".into(),
+        },
+    );
     h.finish("p1", "j1", JobOutcome::Completed, 10);
     // The seed's completion signal, repeated until the plate is clear.
     let done = h.last_progress("p1");
-    assert_eq!(wire(&done), ("idle".into(), 100, "j1".into(), "awaiting_clear".into()));
+    assert_eq!(
+        wire(&done),
+        ("idle".into(), 100, "j1".into(), "awaiting_clear".into())
+    );
     assert_eq!(done["outcome"], "completed");
     assert_eq!(done["gatewayId"], "gw");
     h.tick(11);
-    let beat = h.messages().into_iter().rev().find(|(t, _)| t.ends_with("p1/progress"));
+    let beat = h
+        .messages()
+        .into_iter()
+        .rev()
+        .find(|(t, _)| t.ends_with("p1/progress"));
     let beat = beat.map(|(_, v)| wire(&v));
-    assert_eq!(beat, Some(("idle".into(), 100, "j1".into(), "awaiting_clear".into())));
+    assert_eq!(
+        beat,
+        Some(("idle".into(), 100, "j1".into(), "awaiting_clear".into()))
+    );
     // job_complete for every outcome.
     let topics: Vec<String> = h.messages().into_iter().map(|(t, _)| t).collect();
     assert!(topics.contains(&"device/printer/p1/job_complete/j1".to_owned()));
@@ -407,8 +436,14 @@ fn r11_cancel_naming_another_printers_job_is_rejected() {
     h.command("p1", Command::Cancel, Some("j2"));
     let rejected = h.events("command_rejected");
     assert_eq!(rejected.len(), 1, "{rejected:?}");
-    assert!(rejected[0]["message"].as_str().unwrap().contains("not printing"));
-    assert!(h.take().iter().all(|e| !matches!(e, Effect::Printer { .. })));
+    assert!(rejected[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not printing"));
+    assert!(h
+        .take()
+        .iter()
+        .all(|e| !matches!(e, Effect::Printer { .. })));
     assert!(h.core.jobs().any(|j| j.id == "j2" && j.stop.is_none()));
     // Naming p1's own job: cancelled on the printer.
     h.command("p1", Command::Cancel, Some("j1"));
@@ -418,7 +453,10 @@ fn r11_cancel_naming_another_printers_job_is_rejected() {
     )));
     // Without a job id: whatever p2 holds (its download) is cancelled.
     h.command("p2", Command::Cancel, None);
-    assert!(h.take().iter().any(|e| matches!(e, Effect::AbortDownload { job } if job == "j2")));
+    assert!(h
+        .take()
+        .iter()
+        .any(|e| matches!(e, Effect::AbortDownload { job } if job == "j2")));
 }
 
 #[test]
@@ -445,7 +483,10 @@ fn r11_gateway_events_go_to_the_gateways_own_topic() {
         ack: Some(5),
     });
     let topics: Vec<String> = h.messages().into_iter().map(|(t, _)| t).collect();
-    assert!(topics.contains(&"device/gateway/gw/event".to_owned()), "{topics:?}");
+    assert!(
+        topics.contains(&"device/gateway/gw/event".to_owned()),
+        "{topics:?}"
+    );
     assert!(!topics.iter().any(|t| t.contains("printer/gateway")));
     assert_eq!(h.acks(), [5]);
 }
@@ -470,7 +511,10 @@ fn r12_1_a_printer_dropping_during_the_file_check_is_not_blocked() {
     h.scanned("j1");
     assert!(!h.started("p1", "j1"), "started on an offline printer");
     assert_eq!(h.held("p1"), None);
-    assert!(h.core.jobs().any(|j| j.id == "j1" && j.state == JobState::Ready));
+    assert!(h
+        .core
+        .jobs()
+        .any(|j| j.id == "j1" && j.state == JobState::Ready));
     // Back: the same job starts (nothing was printed, the plate is clear).
     h.connect("p1");
     h.scanned("j1");
@@ -498,7 +542,10 @@ fn r12_1_a_refused_start_requeues_the_job() {
         },
     );
     // Back to ready, the printer idle, and the job is scheduled again.
-    assert!(h.core.jobs().any(|j| j.id == "j1" && j.state == JobState::Ready));
+    assert!(h
+        .core
+        .jobs()
+        .any(|j| j.id == "j1" && j.state == JobState::Ready));
     assert_eq!(h.state("p1"), PrinterState::Idle);
     assert_eq!(h.held("p1"), Some(("j1".into(), Phase::Scanning)));
 }
@@ -537,7 +584,10 @@ fn r12_9_no_ack_before_the_job_is_stored() {
     h.store_down = true;
     h.assign("p1", "j1", 7);
     assert!(h.acks().is_empty(), "acked while the store fails");
-    assert!(h.out.iter().any(|e| matches!(e, Effect::Status(s) if s.contains("store failing"))));
+    assert!(h
+        .out
+        .iter()
+        .any(|e| matches!(e, Effect::Status(s) if s.contains("store failing"))));
     h.tick(1);
     assert!(h.acks().is_empty());
     h.store_down = false;
@@ -567,7 +617,15 @@ fn r12_11_the_time_limit_keeps_cancelling_until_the_job_ends() {
     let cancels = |h: &mut H| {
         h.take()
             .iter()
-            .filter(|e| matches!(e, Effect::Printer { cmd: PrinterCommand::Cancel, .. }))
+            .filter(|e| {
+                matches!(
+                    e,
+                    Effect::Printer {
+                        cmd: PrinterCommand::Cancel,
+                        ..
+                    }
+                )
+            })
             .count()
     };
     h.tick(4);
@@ -585,11 +643,15 @@ fn r12_13_the_printing_write_clears_the_plate_flag() {
     let mut h = H::new();
     h.ready("p1");
     h.print("p1", "j1");
-    let printing = h
-        .applied
-        .iter()
-        .flat_map(|b| b.writes.iter())
-        .find(|w| matches!(w, Write::Printer { state: PrinterState::Printing, .. }));
+    let printing = h.applied.iter().flat_map(|b| b.writes.iter()).find(|w| {
+        matches!(
+            w,
+            Write::Printer {
+                state: PrinterState::Printing,
+                ..
+            }
+        )
+    });
     assert!(
         matches!(
             printing,
@@ -621,7 +683,12 @@ fn r12_a_start_from_before_a_printer_loss_is_settled_by_the_task() {
         _ => None,
     });
     assert_eq!(session, Some(0));
-    h.report("p1", ReportKind::Fault { reason: "reset".into() });
+    h.report(
+        "p1",
+        ReportKind::Fault {
+            reason: "reset".into(),
+        },
+    );
     // The start is still in flight: not ended by the core on its own.
     assert_eq!(h.held("p1").map(|(j, _)| j), Some("j1".into()));
     h.connect("p1");
@@ -664,8 +731,16 @@ fn r13_retained_stale_and_foreign_robot_reports_never_clear_a_plate() {
     let now = h.wall();
     let cases = [
         (robot("p1", "rob-1", now), true, "retained"),
-        (robot("p1", "rob-1", now - Duration::from_secs(3600)), false, "stale"),
-        (robot("p1", "rob-1", now + Duration::from_secs(3600)), false, "future"),
+        (
+            robot("p1", "rob-1", now - Duration::from_secs(3600)),
+            false,
+            "stale",
+        ),
+        (
+            robot("p1", "rob-1", now + Duration::from_secs(3600)),
+            false,
+            "future",
+        ),
         (robot("p1", "rob-9", now), false, "not allowed"),
     ];
     for (r, retained, why) in cases {
@@ -716,4 +791,109 @@ fn r13_retained_or_stale_emergency_stops_never_fire() {
             ..
         }
     )));
+}
+
+// ---- issue 16: farm-unique printer ids
+
+fn peer(h: &mut H, gateway: &str, claimed_at: SystemTime) {
+    h.feed(Input::PeerProgress {
+        printer: "p1".into(),
+        gateway: Some(gateway.into()),
+        claimed_at: Some(claimed_at),
+    });
+}
+
+fn claim_of(h: &H) -> SystemTime {
+    h.core
+        .printers()
+        .find(|p| p.id == "p1")
+        .map(|p| p.claimed_at)
+        .unwrap()
+}
+
+#[test]
+fn r16_the_earlier_claimant_keeps_serving_and_says_so() {
+    let mut h = H::new();
+    h.ready("p1");
+    let later = claim_of(&h) + Duration::from_secs(60);
+    peer(&mut h, "gw-07", later);
+    let errors: Vec<Value> = h
+        .messages()
+        .into_iter()
+        .filter(|(t, v)| t == "device/gateway/gw/event" && v["type"] == "error")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let text = errors[0]["message"].as_str().unwrap();
+    assert!(
+        text.contains("printer id p1 is also claimed by gateway gw-07"),
+        "{text}"
+    );
+    assert!(text.contains("keeps serving"), "{text}");
+    h.assign("p1", "j1", 1);
+    assert_eq!(h.acks(), [1]);
+    assert!(
+        h.last_download().is_some(),
+        "the earlier claimant keeps serving"
+    );
+    // Hearing it again is not news.
+    peer(&mut h, "gw-07", later);
+    assert_eq!(h.events("error").len(), 1, "reported once");
+}
+
+#[test]
+fn r16_a_later_claim_yields_until_the_other_claimant_is_gone() {
+    let mut h = H::new();
+    h.ready("p1");
+    let earlier = claim_of(&h) - Duration::from_secs(3600);
+    peer(&mut h, "gw-07", earlier);
+    h.assign("p1", "j1", 3);
+    // Refused (and acknowledged: the other gateway takes it), with the event
+    // on this gateway's own topic.
+    assert_eq!(h.acks(), [3]);
+    assert!(h.last_download().is_none());
+    let refused: Vec<(String, Value)> = h
+        .messages()
+        .into_iter()
+        .filter(|(_, v)| v["type"] == "assignment_rejected")
+        .collect();
+    assert_eq!(refused.len(), 1, "{:?}", h.messages());
+    assert_eq!(refused[0].0, "device/gateway/gw/event");
+    assert!(refused[0].1["message"].as_str().unwrap().contains("gw-07"));
+    // Silent about p1 meanwhile: no progress for it from this gateway.
+    let count = |h: &H| {
+        h.messages()
+            .iter()
+            .filter(|(t, _)| t == "device/printer/p1/progress")
+            .count()
+    };
+    let mark = count(&h);
+    h.tick(10);
+    peer(&mut h, "gw-07", earlier);
+    h.tick(10);
+    assert_eq!(count(&h), mark, "published for an id it yields");
+    // The retained gateway status names the conflict.
+    let status = h
+        .out
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Effect::Publish {
+                topic,
+                payload,
+                retain: true,
+            } if topic == "device/gateway/gw/status" => {
+                serde_json::from_slice::<Value>(payload).ok()
+            }
+            _ => None,
+        })
+        .expect("a retained status");
+    assert_eq!(status["conflicts"]["p1"]["gateway"], "gw-07");
+    assert_eq!(status["gatewayId"], "gw");
+    // The other claimant goes quiet: after three heartbeat intervals the id
+    // is served here again.
+    h.tick(31);
+    assert_eq!(h.events("claim_resolved").len(), 1, "the conflict is gone");
+    h.assign("p1", "j2", 4);
+    assert!(h.last_download().is_some_and(|(j, _)| j == "j2"));
 }

@@ -255,8 +255,7 @@ impl World {
             jobs: store.open_jobs(),
         };
         let wall = UNIX_EPOCH + Duration::from_secs(1_750_000_000 + secs);
-        let mut msgs = Messages::new(Some(Topics::new("gw-sim")));
-        msgs.set_claimed_at(wall);
+        let msgs = Messages::new(Some(Topics::new("gw-sim")));
         FarmCore::new(
             settings(plan),
             msgs,

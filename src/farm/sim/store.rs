@@ -33,6 +33,7 @@ impl ModelStore {
                     updated_at: 0,
                     last_job: None,
                     last_outcome: None,
+                    claimed_at: Some(0),
                 },
             );
         }

@@ -63,7 +63,10 @@ impl AckOrder {
         let Ok(mut o) = self.order.lock() else {
             return;
         };
-        let Some(index) = seq.checked_sub(o.head).and_then(|i| usize::try_from(i).ok()) else {
+        let Some(index) = seq
+            .checked_sub(o.head)
+            .and_then(|i| usize::try_from(i).ok())
+        else {
             return;
         };
         match publish {
