@@ -28,6 +28,8 @@ mod server;
 #[path = "mqtt_e2e/shapes.rs"]
 mod shapes;
 mod support;
+#[path = "mqtt_e2e/trust.rs"]
+mod trust;
 
 use e2e_support::{executed_moves, write_job, TestDir};
 use mirror::{Mirror, Msg};

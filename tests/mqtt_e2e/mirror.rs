@@ -73,6 +73,17 @@ impl Mirror {
             .unwrap();
     }
 
+    /// Publishes with QoS 1 and the retain flag: the broker keeps it and
+    /// replays it to every later subscriber.
+    pub fn publish_retained(&self, topic: &str, payload: &[u8]) {
+        self.handle
+            .block_on(
+                self.client
+                    .publish(topic, QoS::AtLeastOnce, true, payload.to_vec()),
+            )
+            .unwrap();
+    }
+
     /// How many messages were seen so far (a mark for later waits).
     pub fn len(&self) -> usize {
         self.log.lock().unwrap().len()

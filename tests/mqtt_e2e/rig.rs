@@ -159,6 +159,11 @@ impl Rig {
             .and_then(|j| j["state"].as_str().map(str::to_owned))
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.lock().unwrap().as_ref().map(|d| d.0.id())
+    }
+
     /// `kill -9`: the broker fires the Last Will, the outbox stays on disk.
     pub fn kill9(&self) {
         if let Some(d) = self.daemon.lock().unwrap().take() {
