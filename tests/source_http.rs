@@ -62,6 +62,7 @@ fn settings(base: &str, spool: &Spool) -> QueueSettings {
         read_timeout: Duration::from_secs(10),
         total_timeout: Duration::from_secs(60),
         spool_dir: spool.0.clone(),
+        require_checksum: false,
     }
 }
 

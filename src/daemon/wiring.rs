@@ -8,9 +8,8 @@ use crate::mqtt::inbound::{parse_inbound, Inbound, InboundError, InboundErrorKin
 use crate::mqtt::link::{self, LinkEvent, OutboxMessage};
 use crate::mqtt::settings::link_settings;
 use crate::mqtt::topics::{InTopic, Topics};
-use crate::source::{Auth, QueueClient, QueueSettings};
+use crate::source::{QueueClient, QueueSettings};
 use crate::store::Store;
-use anyhow::Context;
 use log::{debug, error, info};
 use std::path::Path;
 use std::sync::Arc;
@@ -50,32 +49,7 @@ pub fn queue_client(config: &Config, spool_dir: &Path) -> anyhow::Result<Option<
     let Some(q) = &config.queue_manager else {
         return Ok(None);
     };
-    let auth = match (&q.token, &q.username, &q.password) {
-        (Some(token), _, _) => Auth::Bearer(token.clone()),
-        (None, Some(user), password) => Auth::Basic {
-            user: user.clone(),
-            password: password.clone().unwrap_or_default(),
-        },
-        _ => Auth::None,
-    };
-    let ca_pem = match &q.ca_file {
-        Some(path) => Some(
-            std::fs::read(path)
-                .with_context(|| format!("cannot read queue_manager.ca_file {}", path.display()))?,
-        ),
-        None => None,
-    };
-    let settings = QueueSettings {
-        base_url: q.url.clone(),
-        auth,
-        ca_pem,
-        allowed_hosts: q.allowed_hosts.clone(),
-        max_model_bytes: q.max_model_bytes,
-        connect_timeout: Duration::from_secs(q.connect_timeout_s),
-        read_timeout: Duration::from_secs(q.read_timeout_s),
-        total_timeout: Duration::from_secs(q.read_timeout_s.max(1) * 60),
-        spool_dir: spool_dir.to_path_buf(),
-    };
+    let settings = QueueSettings::from_config(q, spool_dir)?;
     Ok(Some(Arc::new(QueueClient::new(settings)?)))
 }
 

@@ -52,7 +52,8 @@ impl Farm {
             let result = crate::source::retry_download(
                 &client,
                 &model_url,
-                &job_id,
+                &crate::source::spool_name(&job_id),
+                None,
                 retries,
                 &mut backoff,
                 wait,

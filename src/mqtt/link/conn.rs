@@ -98,9 +98,6 @@ pub(crate) fn options(s: &LinkSettings, status_topic: &str) -> MqttOptions {
             QoS::AtLeastOnce,
             true,
         ));
-    if let Some(user) = &s.username {
-        o.set_credentials(user.clone(), s.password.clone().unwrap_or_default());
-    }
     if let Some(tls) = &s.tls {
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
             ca: tls.ca_pem.clone(),
@@ -109,6 +106,27 @@ pub(crate) fn options(s: &LinkSettings, status_topic: &str) -> MqttOptions {
         }));
     }
     o
+}
+
+/// `options` with the username and the password as they are now: the
+/// password source is read at every connection attempt, so a rotated file
+/// or credential is used without a restart. `Err` says why it cannot be
+/// read (never the password).
+pub(crate) fn with_credentials(
+    options: &MqttOptions,
+    s: &LinkSettings,
+) -> Result<MqttOptions, String> {
+    let mut o = options.clone();
+    if let Some(user) = &s.username {
+        let password = match &s.password {
+            Some(secret) => secret
+                .read()
+                .map_err(|e| format!("no password for the broker: {e}"))?,
+            None => String::new(),
+        };
+        o.set_credentials(user.clone(), password);
+    }
+    Ok(o)
 }
 
 /// An MQTT topic filter: non-empty, no NUL, `+` only as a whole level and

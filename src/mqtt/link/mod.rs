@@ -33,6 +33,7 @@ mod task;
 mod window;
 
 use super::topics::Topics;
+use crate::config::Secret;
 use rumqttc::{AsyncClient, Publish};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -64,7 +65,8 @@ pub struct LinkSettings {
     /// Also the broker's session key; empty means `printgate-<gateway id>`.
     pub client_id: String,
     pub username: Option<String>,
-    pub password: Option<String>,
+    /// Read at every connection attempt (a rotated file is picked up).
+    pub password: Option<Secret>,
     pub tls: Option<TlsSettings>,
     /// At least 1 s (rumqttc refuses less), or zero for none.
     pub keep_alive: Duration,
@@ -97,7 +99,7 @@ impl std::fmt::Debug for LinkSettings {
             .field("port", &self.port)
             .field("client_id", &self.client_id)
             .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("password", &self.password)
             .field("tls", &self.tls)
             .field("keep_alive", &self.keep_alive)
             .field("topics", &self.topics)
@@ -270,5 +272,7 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("broker") && shown.contains("***"), "{shown}");
+        s.password = Some(Secret::File("/run/pw".into()));
+        assert!(format!("{s:?}").contains("/run/pw"));
     }
 }
