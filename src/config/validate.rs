@@ -26,6 +26,19 @@ pub(super) fn validate(raw: &RawConfig, serial: &SerialSettings) -> Problems {
             "must not be empty",
         );
     }
+    if let Some(group) = &raw.gateway.operator_group {
+        let ok = !group.is_empty()
+            && group.len() <= 32
+            && group
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !ok {
+            out.push((
+                KeyPath::of("gateway", None, "operator_group"),
+                format!("{group:?} is not a group name (as in /etc/group)"),
+            ));
+        }
+    }
     check_serial(&mut out, serial, |key| KeyPath::of("serial", None, key));
     check_printers(&mut out, &raw.printer, serial);
     check_triggers(&mut out, &raw.trigger, &raw.printer);
