@@ -30,6 +30,7 @@
 mod conn;
 mod reason;
 mod task;
+mod tls;
 mod window;
 
 use super::topics::Topics;

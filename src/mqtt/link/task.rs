@@ -2,7 +2,7 @@
 //! outbox, volatile publishes, the daemon's readiness for events, back-off
 //! timers and shutdown. Owns the window and the current connection.
 
-use super::conn::{next_polled, open, options, sendable, valid_filter, with_credentials, Conn};
+use super::conn::{connect_options, next_polled, open, options, sendable, valid_filter, Conn};
 use super::reason::describe;
 use super::window::Window;
 use super::{AckToken, Control, InboundMessage, LinkEvent, LinkSettings, OutboxMessage};
@@ -96,7 +96,7 @@ impl Link {
             }
             if self.conn.is_none() && self.retry_at.is_none_or(|t| t <= Instant::now()) {
                 self.retry_at = None;
-                match with_credentials(&self.options, &self.settings) {
+                match connect_options(&self.options, &self.settings) {
                     Ok(options) => self.conn = Some(open(&options)),
                     Err(reason) => self.lost(reason),
                 }
