@@ -210,6 +210,7 @@ async fn dispatch(
                 announce(&volatile);
             }
             LinkEvent::Disconnected { reason } => info!("mqtt: disconnected: {reason}"),
+            LinkEvent::Discarded { reason, count } => info!("mqtt: {count} × {reason}"),
             LinkEvent::Inbound(msg) => {
                 let input = match parse_inbound(&topics, &msg.topic, &msg.payload, &printers) {
                     Ok(Inbound::Assignment {

@@ -24,10 +24,14 @@
 //!   then [`AckToken::ack`]; a rejected message should be acked too (after
 //!   its event is stored), or the broker redelivers it at every reconnect;
 //! - on [`LinkEvent::Connected`], (re)publish discovery configs if wanted;
-//! - events are buffered inside the link, so a slow reader never stalls the
-//!   MQTT connection, and the link never waits on `outbox` to send events.
+//! - events are buffered inside the link (bounded: `pending.rs`), so a slow
+//!   reader stalls the MQTT connection only when the buffer is full of QoS 1
+//!   messages, and the link never waits on `outbox` to send events;
+//! - on [`LinkEvent::Discarded`], report the count (an oversized message was
+//!   acked and dropped, or QoS 0 messages were dropped under load).
 
 mod conn;
+mod pending;
 mod reason;
 mod task;
 mod tls;
@@ -35,6 +39,7 @@ mod window;
 
 use super::topics::Topics;
 use crate::config::Secret;
+pub use pending::{MAX_QUEUED_BYTES, MAX_QUEUED_INBOUND};
 use rumqttc::{AsyncClient, Publish};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -42,11 +47,19 @@ use tokio::task::JoinHandle;
 
 /// Largest MQTT packet the link sends; larger outbox messages are rejected.
 pub const MAX_PACKET: usize = 256 * 1024;
-/// Largest packet the link accepts. Larger than the 64 KiB inbound payload
-/// limit on purpose: a message up to this size reaches the daemon, is
-/// rejected by `parse_inbound` and acked. A bigger one kills the connection
-/// before it can be acked, so the broker redelivers it at every reconnect.
-pub const MAX_INCOMING_PACKET: usize = 1024 * 1024;
+/// Largest packet rumqttc may read: the MQTT maximum (remaining length
+/// 268,435,455), so rumqttc never refuses one. A packet over its limit makes
+/// rumqttc fail the connection before the message can be acked
+/// (rumqttc-0.25.1 `src/mqttbytes/mod.rs` `check()`), and the broker then
+/// redelivers it at every reconnect, forever. The link applies its own
+/// limit instead ([`MAX_INBOUND_PAYLOAD`]): it acks and drops. rumqttc
+/// reserves a packet's announced size while reading it, so the farm's
+/// broker should cap message sizes (README, Security).
+pub const MAX_INCOMING_PACKET: usize = 268_435_455;
+/// Largest inbound payload handed to the daemon (the inbound parser's
+/// limit). A bigger message is acked, dropped and reported as
+/// [`LinkEvent::Discarded`]: it is never redelivered and never queued.
+pub const MAX_INBOUND_PAYLOAD: usize = 64 * 1024;
 /// Outbox messages taken but not yet acked, at most.
 pub const WINDOW: usize = 64;
 /// How long shutdown waits for the broker to ack the offline status.
@@ -163,6 +176,14 @@ pub enum LinkEvent {
         reason: String,
     },
     Inbound(InboundMessage),
+    /// Inbound messages the link dropped without handing them over: too
+    /// large (acked, so the broker does not resend them) or QoS 0 when the
+    /// queue was full. Consecutive drops for one reason are counted in one
+    /// event. `reason` holds no payload; topics are escaped (`{:?}`).
+    Discarded {
+        reason: String,
+        count: u64,
+    },
 }
 
 #[derive(Debug)]

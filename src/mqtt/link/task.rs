@@ -3,16 +3,16 @@
 //! timers and shutdown. Owns the window and the current connection.
 
 use super::conn::{connect_options, next_polled, open, options, sendable, valid_filter, Conn};
+use super::pending::Pending;
 use super::reason::describe;
 use super::window::Window;
 use super::{AckToken, Control, InboundMessage, LinkEvent, LinkSettings, OutboxMessage};
-use super::{SHUTDOWN_GRACE, WINDOW};
+use super::{MAX_INBOUND_PAYLOAD, SHUTDOWN_GRACE, WINDOW};
 use crate::backoff::{Backoff, ErrorStreak};
 use rumqttc::{
     ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter,
     SubscribeReasonCode,
 };
-use std::collections::VecDeque;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
@@ -35,7 +35,7 @@ pub(crate) struct Link {
     outbox: mpsc::Receiver<OutboxMessage>,
     outbox_open: bool,
     events: mpsc::Sender<LinkEvent>,
-    pending_events: VecDeque<LinkEvent>,
+    pending_events: Pending,
     shutdown: watch::Receiver<bool>,
     control: mpsc::UnboundedReceiver<Control>,
     window: Window,
@@ -78,7 +78,7 @@ impl Link {
             outbox,
             outbox_open: true,
             events,
-            pending_events: VecDeque::new(),
+            pending_events: Pending::default(),
             shutdown,
             control,
             window: Window::new(WINDOW),
@@ -104,7 +104,9 @@ impl Link {
             self.queue_outbox();
             let step = tokio::select! {
                 changed = self.shutdown.changed() => Step::Shutdown(changed.is_err()),
-                polled = next_polled(&mut self.conn) => Step::Polled(polled),
+                // Full of QoS 1 messages the daemon has not taken: read
+                // nothing more (back-pressure) until it takes some.
+                polled = next_polled(&mut self.conn), if !self.pending_events.is_full() => Step::Polled(polled),
                 _ = sleep_until_opt(self.retry_at) => Step::Retry,
                 msg = self.outbox.recv(), if self.outbox_open && self.window.has_room() => Step::Outbox(msg),
                 Some(control) = self.control.recv() => Step::Control(control),
@@ -123,9 +125,13 @@ impl Link {
                 }) => {
                     let conn = self.conn.as_ref().filter(|c| c.connected);
                     if let (Some(conn), Ok(())) = (conn, sendable(&topic, payload.len())) {
-                        let _ = conn
-                            .client
-                            .try_publish(topic, QoS::AtMostOnce, retain, payload);
+                        // QoS 0 by contract: dropped when rumqttc's queue is full.
+                        if let Err(e) =
+                            conn.client
+                                .try_publish(topic, QoS::AtMostOnce, retain, payload)
+                        {
+                            log::debug!("mqtt: volatile publish dropped: {e}");
+                        }
                     }
                 }
                 Step::Control(Control::Status { birth, will }) => {
@@ -159,7 +165,7 @@ impl Link {
                     msg.seq,
                     msg.topic
                 );
-                self.pending_events.push_back(LinkEvent::Rejected {
+                self.pending_events.push(LinkEvent::Rejected {
                     seq: msg.seq,
                     reason,
                 });
@@ -235,23 +241,38 @@ impl Link {
                     }
                 }
                 if !awaiting_suback {
-                    self.pending_events.push_back(LinkEvent::Connected);
+                    self.pending_events.push(LinkEvent::Connected);
                 }
             }
             Packet::PubAck(ack) => {
                 if let Some(seq) = self.window.on_puback(ack.pkid) {
-                    self.pending_events.push_back(LinkEvent::Delivered { seq });
+                    self.pending_events.push(LinkEvent::Delivered { seq });
                 }
             }
             Packet::SubAck(ack) => {
                 self.subscribed = true;
-                self.pending_events.push_back(LinkEvent::Connected);
+                self.pending_events.push(LinkEvent::Connected);
                 for (code, topic) in ack.return_codes.iter().zip(&self.subscriptions) {
                     if matches!(code, SubscribeReasonCode::Failure) {
                         self.subscribed = false;
                         log::error!("mqtt: broker refused the subscription to {topic}");
                     }
                 }
+            }
+            Packet::Publish(publish) if publish.payload.len() > MAX_INBOUND_PAYLOAD => {
+                // Ack it (QoS 1) so the broker forgets it, and drop it.
+                if publish.qos != QoS::AtMostOnce {
+                    if let Err(e) = conn.client.try_ack(&publish) {
+                        log::warn!("mqtt: cannot ack an oversized message: {e}");
+                    }
+                }
+                let reason = format!(
+                    "{}-byte message on {:?} over the {MAX_INBOUND_PAYLOAD}-byte limit: acked and dropped",
+                    publish.payload.len(),
+                    publish.topic
+                );
+                log::warn!("mqtt: {reason}");
+                self.pending_events.discarded(reason, 1);
             }
             Packet::Publish(publish) => {
                 let topic = publish.topic.clone();
@@ -260,12 +281,11 @@ impl Link {
                     QoS::AtMostOnce => AckToken(None),
                     _ => AckToken(Some((conn.client.clone(), publish))),
                 };
-                self.pending_events
-                    .push_back(LinkEvent::Inbound(InboundMessage {
-                        topic,
-                        payload,
-                        ack,
-                    }));
+                self.pending_events.push_inbound(InboundMessage {
+                    topic,
+                    payload,
+                    ack,
+                });
             }
             _ => {}
         }
@@ -284,11 +304,9 @@ impl Link {
                 self.settings.port,
                 self.window.len()
             );
-            self.pending_events
-                .push_back(LinkEvent::Disconnected { reason });
+            self.pending_events.push(LinkEvent::Disconnected { reason });
         } else if was_connected {
-            self.pending_events
-                .push_back(LinkEvent::Disconnected { reason });
+            self.pending_events.push(LinkEvent::Disconnected { reason });
         }
     }
 
@@ -330,7 +348,7 @@ impl Link {
         // Inbound messages that do not make it were never acked: the broker
         // redelivers them next time.
         let handover = Instant::now() + SHUTDOWN_GRACE;
-        for event in self.pending_events.drain(..) {
+        for event in self.pending_events.drain() {
             match tokio::time::timeout_at(handover, self.events.send(event)).await {
                 Ok(Ok(())) => {}
                 _ => break,
