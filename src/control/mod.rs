@@ -120,8 +120,27 @@ pub enum ControlError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the daemon sent an answer that is not JSON: {0}")]
+    #[error("the daemon sent an answer that is not JSON: {:?}", .0)]
     BadAnswer(String),
+}
+
+/// `s` with control characters escaped (`\u{1b}`, `\n`...), for printing
+/// strings that came from outside (job ids, reasons, topics, server
+/// messages) to a terminal or a log line: no forged lines, no terminal
+/// escape sequences. Borrowed when there is nothing to escape.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -190,4 +209,18 @@ fn send_request(
         std::io::copy(&mut f, stream).map_err(io)?;
     }
     stream.flush().map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn printable_escapes_control_characters_only() {
+        assert_eq!(printable("job-1 é"), "job-1 é");
+        assert_eq!(
+            printable("a\nforged: line\x1b[31m"),
+            "a\\nforged: line\\u{1b}[31m"
+        );
+    }
 }

@@ -109,12 +109,13 @@ impl SourceError {
             },
             ureq::Error::Io(e) => SourceError::Transport {
                 url,
-                detail: e.to_string().to_lowercase(),
+                detail: crate::control::printable(&e.to_string().to_lowercase()).into_owned(),
             },
             ureq::Error::BadUri(detail) => SourceError::Config(format!("bad url {url}: {detail}")),
+            // ureq's text may quote what the server sent: escaped.
             other => SourceError::Transport {
                 url,
-                detail: other.to_string().to_lowercase(),
+                detail: crate::control::printable(&other.to_string().to_lowercase()).into_owned(),
             },
         }
     }

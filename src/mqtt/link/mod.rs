@@ -203,7 +203,7 @@ impl AckToken {
     pub fn ack(self) {
         if let Some((client, publish)) = self.0 {
             if let Err(err) = client.try_ack(&publish) {
-                log::debug!("mqtt: ack for {} not sent: {err}", publish.topic);
+                log::debug!("mqtt: ack for {:?} not sent: {err}", publish.topic);
             }
         }
     }
