@@ -296,25 +296,23 @@ async fn inbound_goes_through_validation_end_to_end() {
     let (topics, printers) = (s.topics.clone(), s.printers.clone());
     let mut d = Daemon::start(s);
     d.until("connected", is_connected).await;
-    // Over the 64 KiB inbound limit: the link acks and drops it and says so;
-    // the daemon never holds it.
+    // Over the 64 KiB inbound limit: it reaches the daemon cut to the limit
+    // plus one byte, validation rejects it, the daemon acks it.
     farm.publish(TOPIC, &vec![b' '; 100 * 1024], false).await;
     farm.publish(TOPIC, ASSIGNMENT, false).await;
-    let e = d
-        .until("the drop", |e| {
-            matches!(e, LinkEvent::Inbound(_) | LinkEvent::Discarded { .. })
-        })
-        .await;
-    assert!(
-        matches!(&e, LinkEvent::Discarded { reason, count: 1 } if reason.contains("102400-byte")),
-        "{e:?}"
+    let LinkEvent::Inbound(big) = d.until("big", inbound_on(TOPIC)).await else {
+        unreachable!()
+    };
+    assert_eq!(
+        (big.size, big.payload.len()),
+        (100 * 1024, printgate::mqtt::link::MAX_INBOUND_PAYLOAD + 1)
     );
-    // The parser's own limit still holds for anything handed to it.
-    let err = parse_inbound(&topics, TOPIC, &vec![b' '; 100 * 1024], &printers).unwrap_err();
+    let err = parse_inbound(&topics, &big.topic, &big.payload, &printers).unwrap_err();
     assert!(
         matches!(err.kind, InboundErrorKind::TooLarge { .. }),
         "{err}"
     );
+    big.ack.ack();
     let LinkEvent::Inbound(ok) = d.until("assignment", inbound_on(TOPIC)).await else {
         unreachable!()
     };

@@ -27,8 +27,8 @@
 //! - events are buffered inside the link (bounded: `pending.rs`), so a slow
 //!   reader stalls the MQTT connection only when the buffer is full of QoS 1
 //!   messages, and the link never waits on `outbox` to send events;
-//! - on [`LinkEvent::Discarded`], report the count (an oversized message was
-//!   acked and dropped, or QoS 0 messages were dropped under load).
+//! - on [`LinkEvent::Discarded`], report the count of QoS 0 messages dropped
+//!   under load.
 
 mod conn;
 mod pending;
@@ -176,10 +176,9 @@ pub enum LinkEvent {
         reason: String,
     },
     Inbound(InboundMessage),
-    /// Inbound messages the link dropped without handing them over: too
-    /// large (acked, so the broker does not resend them) or QoS 0 when the
-    /// queue was full. Consecutive drops for one reason are counted in one
-    /// event. `reason` holds no payload; topics are escaped (`{:?}`).
+    /// QoS 0 inbound messages the link dropped because its queue was full
+    /// (the daemon is not keeping up). Consecutive drops are counted in one
+    /// event.
     Discarded {
         reason: String,
         count: u64,
@@ -189,7 +188,11 @@ pub enum LinkEvent {
 #[derive(Debug)]
 pub struct InboundMessage {
     pub topic: String,
+    /// At most [`MAX_INBOUND_PAYLOAD`] + 1 bytes (see there).
     pub payload: Vec<u8>,
+    /// The payload's size as the broker sent it (above `payload.len()`
+    /// when the link cut an oversized one).
+    pub size: usize,
     pub ack: AckToken,
 }
 

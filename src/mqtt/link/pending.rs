@@ -137,6 +137,7 @@ mod tests {
         InboundMessage {
             topic: format!("t/{n}"),
             payload: vec![b'x'; 100],
+            size: 100,
             ack,
         }
     }

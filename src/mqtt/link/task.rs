@@ -259,24 +259,19 @@ impl Link {
                     }
                 }
             }
-            Packet::Publish(publish) if publish.payload.len() > MAX_INBOUND_PAYLOAD => {
-                // Ack it (QoS 1) so the broker forgets it, and drop it.
-                if publish.qos != QoS::AtMostOnce {
-                    if let Err(e) = conn.client.try_ack(&publish) {
-                        log::warn!("mqtt: cannot ack an oversized message: {e}");
-                    }
-                }
-                let reason = format!(
-                    "{}-byte message on {:?} over the {MAX_INBOUND_PAYLOAD}-byte limit: acked and dropped",
-                    publish.payload.len(),
-                    publish.topic
-                );
-                log::warn!("mqtt: {reason}");
-                self.pending_events.discarded(reason, 1);
-            }
             Packet::Publish(publish) => {
                 let topic = publish.topic.clone();
-                let payload = publish.payload.to_vec();
+                let size = publish.payload.len();
+                // An oversized payload is cut: the parser still sees that it
+                // is too large, and the queue never holds it whole.
+                let keep = size.min(MAX_INBOUND_PAYLOAD + 1);
+                let payload = publish.payload.get(..keep).unwrap_or_default().to_vec();
+                if size > keep {
+                    log::warn!(
+                        "mqtt: {size}-byte message on {:?}, over the {MAX_INBOUND_PAYLOAD}-byte limit",
+                        publish.topic
+                    );
+                }
                 let ack = match publish.qos {
                     QoS::AtMostOnce => AckToken(None),
                     _ => AckToken(Some((conn.client.clone(), publish))),
@@ -284,6 +279,7 @@ impl Link {
                 self.pending_events.push_inbound(InboundMessage {
                     topic,
                     payload,
+                    size,
                     ack,
                 });
             }
