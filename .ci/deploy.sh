@@ -43,7 +43,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq "${missing[@]}" >/dev/null || fail "apt-get install ${missing[*]} failed"
 fi
 CARGO_DEB_VERSION=3.8.0 # pinned: a new upload cannot change the package
-if [ "$(cargo deb --version 2>/dev/null)" != "$CARGO_DEB_VERSION" ]; then
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
   nice -n 19 cargo install --locked cargo-deb --version "$CARGO_DEB_VERSION" ||
     fail "cargo install cargo-deb $CARGO_DEB_VERSION failed"
 fi
