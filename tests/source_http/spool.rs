@@ -1,68 +1,23 @@
-//! Issue 13, source side, against the scripted HTTP server on 127.0.0.1:
-//! spool files that cannot collide, be redirected or be replaced, the
-//! start-up clean-up of `.part` files, and models verified by SHA-256
-//! before they get their name.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[path = "source_http/server.rs"]
-mod server;
+//! Issue 13, source side: spool files that cannot collide, be redirected
+//! or be replaced, the start-up clean-up of `.part` files, models verified
+//! by SHA-256 before they get their name, and secrets read per request.
 
 use printgate::source::checksum::{hex, sha256};
 use printgate::source::{
-    clean_partial_files, retry_download, spool_name, Auth, QueueClient, QueueSettings, SourceError,
+    clean_partial_files, retry_download, spool_name, Auth, QueueClient, SourceError,
     CHECKSUM_HEADER,
 };
-use server::{Reply, Server};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+
+use super::server::{Reply, Server};
+use super::{backoff, client, settings, Spool};
 
 const MODEL: &[u8] = b"G28\nG1 X10 Y10 F3000\nM84\n";
 
-struct Spool(PathBuf);
-
-impl Spool {
-    fn new(name: &str) -> Spool {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("source-spool-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Spool(dir)
-    }
-    fn files(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for Spool {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn settings(server: &Server, spool: &Spool) -> QueueSettings {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    QueueSettings {
-        base_url: server.url(),
-        auth: Auth::None,
-        ca_pem: None,
-        allowed_hosts: Vec::new(),
-        max_model_bytes: 1 << 20,
-        connect_timeout: Duration::from_secs(5),
-        read_timeout: Duration::from_secs(10),
-        total_timeout: Duration::from_secs(60),
-        spool_dir: spool.0.clone(),
-        require_checksum: false,
-    }
-}
-
-fn client(server: &Server, spool: &Spool) -> QueueClient {
-    QueueClient::new(settings(server, spool)).unwrap()
+/// A spool folder that exists already (for planting files in it).
+fn made(name: &str) -> Spool {
+    let spool = Spool::new(name);
+    std::fs::create_dir_all(&spool.0).unwrap();
+    spool
 }
 
 // ------------------------------------------------------------ spool files
@@ -70,7 +25,7 @@ fn client(server: &Server, spool: &Spool) -> QueueClient {
 #[test]
 fn r13_two_ids_that_sanitise_alike_keep_separate_files() {
     let server = Server::start(vec![Reply::new(200, "G28\n"), Reply::new(200, "G1 X1\n")]);
-    let spool = Spool::new("alike");
+    let spool = made("alike");
     let c = client(&server, &spool);
     let a = c
         .download_model("models/a.gcode", &spool_name("job.42"), None)
@@ -86,7 +41,7 @@ fn r13_two_ids_that_sanitise_alike_keep_separate_files() {
 #[test]
 fn r13_a_symlinked_part_file_is_not_followed() {
     let server = Server::start(vec![Reply::new(200, "G28\n")]);
-    let spool = Spool::new("symlink");
+    let spool = made("symlink");
     let victim = spool.0.join("victim.txt");
     std::fs::write(&victim, "precious").unwrap();
     std::os::unix::fs::symlink(&victim, spool.0.join(".job-1.part")).unwrap();
@@ -102,7 +57,7 @@ fn r13_a_symlinked_part_file_is_not_followed() {
 #[test]
 fn r13_an_existing_model_file_is_never_overwritten() {
     let server = Server::start(vec![Reply::new(200, "G28\n")]);
-    let spool = Spool::new("existing");
+    let spool = made("existing");
     std::fs::write(spool.0.join("job-1.gcode"), "M84\n").unwrap();
     let err = client(&server, &spool)
         .download_model("models/a.gcode", "job-1", None)
@@ -128,7 +83,7 @@ fn r13_an_existing_model_file_is_never_overwritten() {
 #[test]
 fn r13_empty_and_path_like_names_are_refused_without_a_request() {
     let server = Server::start(vec![Reply::new(200, "G28\n")]);
-    let spool = Spool::new("names");
+    let spool = made("names");
     let c = client(&server, &spool);
     for bad in ["", ".", "..", "../x", "a/b", "job.42", "a\0b"] {
         let err = c.download_model("models/a.gcode", bad, None).unwrap_err();
@@ -140,7 +95,7 @@ fn r13_empty_and_path_like_names_are_refused_without_a_request() {
 
 #[test]
 fn clean_partial_files_removes_only_part_files_and_follows_no_link() {
-    let spool = Spool::new("clean");
+    let spool = made("clean");
     let victim = spool.0.join("victim.gcode");
     std::fs::write(&victim, "G28\n").unwrap();
     std::fs::write(spool.0.join(".job-1.part"), "G2").unwrap();
@@ -158,7 +113,7 @@ fn clean_partial_files_removes_only_part_files_and_follows_no_link() {
 #[test]
 fn r13_a_model_whose_sha256_does_not_match_is_never_published() {
     let server = Server::start(vec![Reply::new(200, MODEL)]);
-    let spool = Spool::new("mismatch");
+    let spool = made("mismatch");
     let wanted = hex(&sha256(b"the model the job named\n"));
     let err = client(&server, &spool)
         .download_model("models/a.gcode", "job-1", Some(&wanted))
@@ -184,7 +139,7 @@ fn r13_a_model_whose_sha256_does_not_match_is_never_published() {
 #[test]
 fn a_matching_sha256_of_either_case_is_accepted_and_reported() {
     let server = Server::start(vec![Reply::new(200, MODEL)]);
-    let spool = Spool::new("match");
+    let spool = made("match");
     let want = hex(&sha256(MODEL)).to_uppercase();
     let got = client(&server, &spool)
         .download_model("models/a.gcode", "job-1", Some(&want))
@@ -196,7 +151,7 @@ fn a_matching_sha256_of_either_case_is_accepted_and_reported() {
 #[test]
 fn a_malformed_expected_sha256_fails_before_the_request() {
     let server = Server::start(vec![Reply::new(200, MODEL)]);
-    let spool = Spool::new("malformed");
+    let spool = made("malformed");
     let err = client(&server, &spool)
         .download_model("models/a.gcode", "job-1", Some("abc"))
         .unwrap_err();
@@ -213,7 +168,7 @@ fn the_checksum_header_is_verified() {
         Reply::new(200, MODEL).header(CHECKSUM_HEADER, &bad),
         Reply::new(200, MODEL).header(CHECKSUM_HEADER, &good),
     ]);
-    let spool = Spool::new("header");
+    let spool = made("header");
     let c = client(&server, &spool);
     let err = c
         .download_model("models/a.gcode", "job-1", None)
@@ -231,8 +186,8 @@ fn require_model_checksum_refuses_a_model_without_one() {
         Reply::new(200, MODEL).header(CHECKSUM_HEADER, &hex(&sha256(MODEL))),
         Reply::new(200, MODEL),
     ]);
-    let spool = Spool::new("require");
-    let mut s = settings(&server, &spool);
+    let spool = made("require");
+    let mut s = settings(&server.url(), &spool);
     s.require_checksum = true;
     let c = QueueClient::new(s).unwrap();
     let err = c
@@ -257,8 +212,8 @@ fn a_header_from_another_host_does_not_satisfy_require_model_checksum() {
     let files = Server::start(vec![
         Reply::new(200, MODEL).header(CHECKSUM_HEADER, &hex(&sha256(MODEL)))
     ]);
-    let spool = Spool::new("foreign-header");
-    let mut s = settings(&queue, &spool);
+    let spool = made("foreign-header");
+    let mut s = settings(&queue.url(), &spool);
     s.require_checksum = true;
     s.allowed_hosts = vec![files.addr.to_string()];
     let err = QueueClient::new(s)
@@ -271,7 +226,7 @@ fn a_header_from_another_host_does_not_satisfy_require_model_checksum() {
 #[test]
 fn retry_download_does_not_retry_a_mismatch() {
     let server = Server::start(vec![Reply::new(200, MODEL)]);
-    let spool = Spool::new("retry-mismatch");
+    let spool = made("retry-mismatch");
     let mut slept = 0;
     let err = retry_download(
         &client(&server, &spool),
@@ -279,12 +234,7 @@ fn retry_download_does_not_retry_a_mismatch() {
         "job-1",
         Some(&hex(&sha256(b"x"))),
         5,
-        &mut printgate::backoff::Backoff::new(
-            Duration::from_millis(1),
-            Duration::from_millis(2),
-            0.0,
-            1,
-        ),
+        &mut backoff(),
         |_, _| slept += 1,
     )
     .unwrap_err();
@@ -295,10 +245,10 @@ fn retry_download_does_not_retry_a_mismatch() {
 #[test]
 fn a_rotated_token_file_is_read_for_every_request() {
     let server = Server::start(vec![Reply::new(204, ""), Reply::new(204, "")]);
-    let spool = Spool::new("token-file");
+    let spool = made("token-file");
     let token = spool.0.join("token");
     std::fs::write(&token, "first\n").unwrap();
-    let mut s = settings(&server, &spool);
+    let mut s = settings(&server.url(), &spool);
     s.auth = Auth::Bearer(printgate::config::Secret::File(token.clone()));
     let c = QueueClient::new(s).unwrap();
     c.fetch_job("p1").unwrap();
