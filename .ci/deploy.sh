@@ -42,8 +42,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq || fail "apt-get update failed"
   apt-get install -y -qq "${missing[@]}" >/dev/null || fail "apt-get install ${missing[*]} failed"
 fi
-if ! cargo deb --version >/dev/null 2>&1; then
-  nice -n 19 cargo install --locked cargo-deb || fail "cargo install cargo-deb failed"
+CARGO_DEB_VERSION=3.8.0 # pinned: a new upload cannot change the package
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
+  nice -n 19 cargo install --locked cargo-deb --version "$CARGO_DEB_VERSION" ||
+    fail "cargo install cargo-deb $CARGO_DEB_VERSION failed"
 fi
 # cross/build.sh installs the rust target, Zig and cargo-zigbuild itself.
 step_done

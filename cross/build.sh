@@ -13,7 +13,13 @@
 #
 # Extra arguments after the triple go to cargo (e.g. --features ...).
 # Set PRINTGATE_NO_INSTALL=1 to fail instead of installing missing tools.
+#
+# Tool versions are pinned (supply chain: a new upload cannot change what
+# builds the release); a different installed version is replaced.
 set -euo pipefail
+
+ZIGLANG_VERSION=0.15.2       # PyPI package ziglang (Zig 0.15.2)
+CARGO_ZIGBUILD_VERSION=0.24.1
 
 die() { echo "cross/build.sh: error: $*" >&2; exit 1; }
 say() { echo "cross/build.sh: $*" >&2; }
@@ -58,10 +64,11 @@ else
 fi
 
 # --- Zig (from PyPI) behind a `zig` wrapper on PATH --------------------------
-if ! python3 -m ziglang version >/dev/null 2>&1; then
-  need_install "PyPI package ziglang"
-  say "python3 -m pip install ziglang"
-  python3 -m pip install --quiet ziglang || die "pip install ziglang failed"
+if [ "$(python3 -m ziglang version 2>/dev/null)" != "$ZIGLANG_VERSION" ]; then
+  need_install "PyPI package ziglang==$ZIGLANG_VERSION"
+  say "python3 -m pip install ziglang==$ZIGLANG_VERSION"
+  python3 -m pip install --quiet "ziglang==$ZIGLANG_VERSION" ||
+    die "pip install ziglang==$ZIGLANG_VERSION failed"
 fi
 if ! command -v zig >/dev/null 2>&1; then
   wrapdir="$root/target/zig-wrapper"
@@ -76,10 +83,11 @@ fi
 zig version >/dev/null 2>&1 || die "zig does not run (python3 -m ziglang version fails)"
 
 # --- cargo-zigbuild -----------------------------------------------------------
-if ! cargo-zigbuild --version >/dev/null 2>&1; then
-  need_install "cargo-zigbuild"
-  say "cargo install --locked cargo-zigbuild"
-  cargo install --locked cargo-zigbuild || die "cargo install cargo-zigbuild failed"
+if [ "$(cargo-zigbuild --version 2>/dev/null | head -n1)" != "cargo-zigbuild $CARGO_ZIGBUILD_VERSION" ]; then
+  need_install "cargo-zigbuild $CARGO_ZIGBUILD_VERSION"
+  say "cargo install --locked cargo-zigbuild --version $CARGO_ZIGBUILD_VERSION"
+  cargo install --locked cargo-zigbuild --version "$CARGO_ZIGBUILD_VERSION" ||
+    die "cargo install cargo-zigbuild $CARGO_ZIGBUILD_VERSION failed"
 fi
 
 # --- build ---------------------------------------------------------------------

@@ -28,10 +28,16 @@ pub enum BrokerError {
 /// connections. Port 0 is not supported (rumqttd does not report the port it
 /// bound); use [`free_port`].
 pub fn start_embedded(port: u16) -> Result<(), BrokerError> {
+    start_embedded_with_limit(port, MAX_PAYLOAD + 1024)
+}
+
+/// [`start_embedded`] with another payload limit (tests of oversized
+/// inbound messages need a broker that lets them through).
+pub fn start_embedded_with_limit(port: u16, max_payload: usize) -> Result<(), BrokerError> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     // rumqttd only logs a failed bind and carries on, so check first.
     drop(TcpListener::bind(addr).map_err(|_| BrokerError::PortInUse { port })?);
-    let config = config(addr);
+    let config = config(addr, max_payload);
     std::thread::Builder::new()
         .name(format!("rumqttd-{port}"))
         .spawn(move || {
@@ -60,7 +66,7 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-fn config(listen: SocketAddr) -> Config {
+fn config(listen: SocketAddr, max_payload: usize) -> Config {
     // RouterConfig::default() is all zeros and disconnects every client at
     // once; these are the values of rumqttd's own rumqttd.toml.
     let router = RouterConfig {
@@ -77,7 +83,7 @@ fn config(listen: SocketAddr) -> Config {
         next_connection_delay_ms: 1,
         connections: ConnectionSettings {
             connection_timeout_ms: 60_000,
-            max_payload_size: MAX_PAYLOAD + 1024,
+            max_payload_size: max_payload,
             max_inflight_count: 100,
             auth: None,
             external_auth: None,

@@ -58,8 +58,9 @@ pub enum Command {
         #[command(flatten)]
         target: crate::ctl::Target,
     },
-    /// Check a config file: prints a summary and exits 0, or prints every
-    /// problem as FILE:LINE: key: message and exits 1.
+    /// Check a config file: prints a summary (and FILE: warning: lines for
+    /// what is allowed but weak, such as no TLS) and exits 0, or prints
+    /// every problem as FILE:LINE: key: message and exits 1.
     CheckConfig {
         /// The config file, e.g. /etc/printgate/printgate.toml.
         file: std::path::PathBuf,
@@ -107,6 +108,10 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         ),
         Command::CheckConfig { file } => match crate::config::check(&file) {
             Ok(config) => {
+                // Allowed but weak: said on stderr, the exit code stays 0.
+                for warning in config.warnings() {
+                    eprintln!("{}: warning: {warning}", file.display());
+                }
                 println!("{}", config.summary());
                 Ok(std::process::ExitCode::SUCCESS)
             }

@@ -2,7 +2,7 @@
 //! (they work whether or not the daemon runs); changing ones go to the
 //! running daemon over the control socket and say so when none is running.
 
-use crate::control::{self, Request};
+use crate::control::{self, printable, Request};
 use crate::store::{Job, StoreReader};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
@@ -75,10 +75,10 @@ pub fn status(target: &Target) -> anyhow::Result<ExitCode> {
         };
         println!(
             "{:<14} {:<15} {:<6} {:<24} {:>5.1}%  {:>15}  {:>13}",
-            p.id,
+            printable(&p.id),
             p.state.as_str(),
             if p.plate_clear { "clear" } else { "-" },
-            p.current_job.as_deref().unwrap_or("-"),
+            printable(p.current_job.as_deref().unwrap_or("-")),
             job.map_or(0.0, |j| j.progress),
             temp(
                 temps.and_then(|t| t.nozzle),
@@ -118,12 +118,12 @@ pub fn jobs(target: &Target, json: bool, limit: usize) -> anyhow::Result<ExitCod
 fn print_job_line(j: &Job) {
     println!(
         "{:<26} {:<12} {:<12} {:>4} {:>5.1}%  {}",
-        j.id,
-        j.printer_id.as_deref().unwrap_or("-"),
+        printable(&j.id),
+        printable(j.printer_id.as_deref().unwrap_or("-")),
         j.state.as_str(),
         j.priority,
         j.progress,
-        j.reason.as_deref().unwrap_or("")
+        printable(j.reason.as_deref().unwrap_or(""))
     );
 }
 
@@ -133,7 +133,7 @@ pub fn job(target: &Target, cmd: JobCommand) -> anyhow::Result<ExitCode> {
         JobCommand::Show { id } => {
             let reader = StoreReader::open(&dir)?;
             let Some(job) = reader.get_job(&id)? else {
-                eprintln!("printgate: no job {id}");
+                eprintln!("printgate: no job {}", printable(&id));
                 return Ok(ExitCode::from(1));
             };
             println!("{}", serde_json::to_string_pretty(&job)?);
@@ -144,7 +144,7 @@ pub fn job(target: &Target, cmd: JobCommand) -> anyhow::Result<ExitCode> {
                     e.at,
                     from,
                     e.to_state.as_str(),
-                    e.reason.unwrap_or_default()
+                    printable(&e.reason.unwrap_or_default())
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -177,10 +177,10 @@ pub fn job(target: &Target, cmd: JobCommand) -> anyhow::Result<ExitCode> {
 pub fn send(dir: &Path, req: &Request, file: Option<&Path>) -> anyhow::Result<ExitCode> {
     let answer = control::request(dir, req, file)?;
     if answer.ok {
-        println!("{}", answer.message);
+        println!("{}", printable(&answer.message));
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("printgate: {}", answer.message);
+        eprintln!("printgate: {}", printable(&answer.message));
         Ok(ExitCode::from(1))
     }
 }

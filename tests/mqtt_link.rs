@@ -5,7 +5,7 @@
 
 mod support;
 
-use printgate::broker::{free_port, start_embedded};
+use printgate::broker::{free_port, start_embedded, start_embedded_with_limit};
 use printgate::mqtt::link::{LinkEvent, OutboxMessage};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -21,6 +21,17 @@ fn broker() -> u16 {
 fn other_broker() -> u16 {
     static PORT: OnceLock<u16> = OnceLock::new();
     *PORT.get_or_init(start)
+}
+
+/// A broker that lets 4 MiB messages through (the others stop at 257 KiB).
+fn big_broker() -> u16 {
+    static PORT: OnceLock<u16> = OnceLock::new();
+    *PORT.get_or_init(|| {
+        init();
+        let port = free_port().unwrap();
+        start_embedded_with_limit(port, 4 << 20).unwrap();
+        port
+    })
 }
 
 fn start() -> u16 {
@@ -42,6 +53,17 @@ fn is_disconnected(e: &LinkEvent) -> bool {
 
 fn inbound_on(topic: &'static str) -> impl Fn(&LinkEvent) -> bool {
     move |e| matches!(e, LinkEvent::Inbound(m) if m.topic == topic)
+}
+
+/// Publishes outbox message `seq` on `topic` and waits for its PUBACK: the
+/// PUBACKs queued before it have then left too.
+async fn acks_have_left(d: &mut Daemon, seq: u64, topic: &str) {
+    d.outbox.send(outbox_msg(seq, topic)).await.unwrap();
+    d.until(
+        "marker delivered",
+        |e| matches!(e, LinkEvent::Delivered { seq: s } if *s == seq),
+    )
+    .await;
 }
 
 /// Feeds seq 1..=n into the outbox from its own task.
@@ -144,15 +166,7 @@ async fn unacked_inbound_is_redelivered_after_reconnect() {
     assert_eq!(again.payload, ASSIGNMENT);
     first.ack.ack(); // stale: belongs to the dead connection, harmless
     again.ack.ack();
-    // The PUBACK is queued before this publish, so its delivery proves the ack left.
-    d.outbox
-        .send(outbox_msg(1, "tc/printer/p1/event"))
-        .await
-        .unwrap();
-    d.until("marker delivered", |e| {
-        matches!(e, LinkEvent::Delivered { seq: 1 })
-    })
-    .await;
+    acks_have_left(&mut d, 1, "tc/printer/p1/event").await;
 
     // Acked now: after another reconnect only new messages arrive.
     proxy.cut();
@@ -296,13 +310,17 @@ async fn inbound_goes_through_validation_end_to_end() {
     let (topics, printers) = (s.topics.clone(), s.printers.clone());
     let mut d = Daemon::start(s);
     d.until("connected", is_connected).await;
-    // Over the 64 KiB inbound limit but under the link's packet limit: it
-    // reaches the daemon, validation rejects it, the daemon acks it.
+    // Over the 64 KiB inbound limit: it reaches the daemon cut to the limit
+    // plus one byte, validation rejects it, the daemon acks it.
     farm.publish(TOPIC, &vec![b' '; 100 * 1024], false).await;
     farm.publish(TOPIC, ASSIGNMENT, false).await;
     let LinkEvent::Inbound(big) = d.until("big", inbound_on(TOPIC)).await else {
         unreachable!()
     };
+    assert_eq!(
+        (big.size, big.payload.len()),
+        (100 * 1024, printgate::mqtt::link::MAX_INBOUND_PAYLOAD + 1)
+    );
     let err = parse_inbound(&topics, &big.topic, &big.payload, &printers).unwrap_err();
     assert!(
         matches!(err.kind, InboundErrorKind::TooLarge { .. }),
@@ -326,5 +344,73 @@ async fn inbound_goes_through_validation_end_to_end() {
         other => panic!("{other:?}"),
     }
     ok.ack.ack();
+    d.stop().await;
+}
+
+/// One MiB and one byte: above the link's old 1 MiB limit. An oversized
+/// QoS 1 message must reach the daemon once (cut, for its parser to reject
+/// and ack), never break the connection and never come back (issue 13).
+const OVERSIZE: usize = (1 << 20) + 1;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r13_an_oversized_qos1_message_is_handed_over_once_and_never_loops() {
+    const TOPIC: &str = "tz/printer/p1/assignement";
+    let port = big_broker();
+    let proxy = Proxy::start(port).await;
+    let mut farm_options = rumqttc::MqttOptions::new("farm-z", "127.0.0.1", port);
+    farm_options.set_max_packet_size(8 << 20, 8 << 20);
+    let farm = Observer::connect_with(farm_options, &[]).await;
+    let mut d = Daemon::start(settings(proxy.port, "gwz", "tz"));
+    d.until("connected", |e| matches!(e, LinkEvent::Connected))
+        .await;
+
+    farm.publish(TOPIC, &vec![b'x'; OVERSIZE], false).await;
+    farm.publish(TOPIC, b"marker-1", false).await;
+    // The link did not drop the connection over it: the daemon gets the big
+    // message, cut (its parser rejects it as too large), then the marker.
+    let mut got = Vec::new();
+    for what in ["the big message", "marker-1"] {
+        let e = d
+            .until(what, |e| {
+                matches!(e, LinkEvent::Inbound(_) | LinkEvent::Disconnected { .. })
+            })
+            .await;
+        let LinkEvent::Inbound(m) = e else {
+            panic!("expected {what}, got {e:?}")
+        };
+        got.push((m.size, m.payload.len()));
+        // Acked in order, as the daemon does after storing the rejection.
+        m.ack.ack();
+    }
+    assert_eq!(
+        got,
+        [
+            (OVERSIZE, printgate::mqtt::link::MAX_INBOUND_PAYLOAD + 1),
+            (8, 8)
+        ],
+        "(size, bytes held)"
+    );
+    acks_have_left(&mut d, 1, "tz/printer/p1/event").await;
+
+    // After a reconnect the big message does not come back.
+    proxy.cut();
+    d.until("disconnected", |e| {
+        matches!(e, LinkEvent::Disconnected { .. })
+    })
+    .await;
+    proxy.restore();
+    d.until("reconnected", |e| matches!(e, LinkEvent::Connected))
+        .await;
+    farm.publish(TOPIC, b"marker-2", false).await;
+    let e = d
+        .until("marker-2", |e| {
+            matches!(e, LinkEvent::Inbound(_) | LinkEvent::Discarded { .. })
+        })
+        .await;
+    let LinkEvent::Inbound(m) = e else {
+        panic!("the big message came back: {e:?}")
+    };
+    assert_eq!(m.payload, b"marker-2", "an old message came back");
+    m.ack.ack();
     d.stop().await;
 }

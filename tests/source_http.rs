@@ -2,13 +2,16 @@
 //! (`source_http/server.rs`). This file: the queue (statuses, bad bodies,
 //! refused and silent servers, auth, TLS, the poller) and shared helpers;
 //! `source_http/models.rs`: downloads (stalls, early closes, huge lengths,
-//! unsafe URLs, content checks) and `retry_download`.
+//! unsafe URLs, content checks) and `retry_download`; `source_http/spool.rs`:
+//! spool file safety, checksums and rotated secrets (issue 13).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "source_http/models.rs"]
 mod models;
 #[path = "source_http/server.rs"]
 mod server;
+#[path = "source_http/spool.rs"]
+mod spool;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -62,6 +65,7 @@ fn settings(base: &str, spool: &Spool) -> QueueSettings {
         read_timeout: Duration::from_secs(10),
         total_timeout: Duration::from_secs(60),
         spool_dir: spool.0.clone(),
+        require_checksum: false,
     }
 }
 

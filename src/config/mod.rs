@@ -8,10 +8,13 @@
 //! See `printgate.example.toml` at the repository root for every key.
 
 mod locate;
+mod secret;
 mod sections;
+mod security;
 mod validate;
 
 pub use locate::KeyPath;
+pub use secret::{credential_path, world_readable, Secret, SecretError, SecretString};
 pub use sections::{
     GatewayConfig, JobsConfig, ModelsConfig, MqttConfig, PrinterConfig, QueueManagerConfig,
     RobotConfig, SerialSettings, TriggerConfig,
@@ -126,6 +129,13 @@ impl Config {
             self.mode()
         )
     }
+
+    /// What is allowed but weak (no TLS, readable secret files), one line
+    /// each: `check-config` prints them, the daemon should log them at
+    /// start-up. Reads file permissions, nothing else.
+    pub fn warnings(&self) -> Vec<String> {
+        security::warnings(self)
+    }
 }
 
 /// The file as written, before defaults are resolved.
@@ -170,6 +180,11 @@ pub fn check(path: &Path) -> Result<Config, Vec<ConfigError>> {
     parse_all(&text, path)
 }
 
+/// Keys whose values are secrets (never echoed in errors).
+fn is_secret_key(key: &KeyPath) -> bool {
+    matches!(key.0.last(), Some(locate::Seg::Key(k)) if k == "password" || k == "token")
+}
+
 fn first(mut errors: Vec<ConfigError>) -> ConfigError {
     if errors.is_empty() {
         // parse_all never returns an empty list; keep the type honest anyway.
@@ -186,13 +201,18 @@ fn first(mut errors: Vec<ConfigError>) -> ConfigError {
 fn parse_all(text: &str, origin: &Path) -> Result<Config, Vec<ConfigError>> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let at = e.span().map(|s| s.start);
+        let key = at.map(|at| locate::path_at(text, at)).unwrap_or_default();
+        // serde's "invalid type: integer `1234`" would print a secret.
+        let msg = if is_secret_key(&key) {
+            "invalid value (not shown: it is a secret); expected a string".to_owned()
+        } else {
+            e.message().trim().to_owned()
+        };
         vec![ConfigError::Invalid {
             path: origin.to_path_buf(),
             line: at.map(|at| locate::line_of(text, at)),
-            key: at
-                .map(|at| locate::path_at(text, at).to_string())
-                .unwrap_or_default(),
-            msg: e.message().trim().to_owned(),
+            key: key.to_string(),
+            msg,
         }]
     })?;
     let serial = SerialSettings::default().with_section(&raw.serial);

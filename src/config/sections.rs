@@ -4,6 +4,7 @@
 //!
 //! Pure data; validation is in `validate.rs`, parsing in `mod.rs`.
 
+use super::secret::{one_source, Secret, SecretError, SecretString};
 use super::ConfigError;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -85,6 +86,10 @@ pub struct GatewayConfig {
     /// Holds `printgate.db` and the `spool/` folder.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Members of this group (besides root and the daemon's own user) may
+    /// use the control socket (`printgate job add`, `pause`, `clear`...).
+    #[serde(default)]
+    pub operator_group: Option<String>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -109,10 +114,16 @@ pub struct MqttConfig {
     /// Empty in the file means `printgate-<gateway id>`; always set after parsing.
     pub client_id: String,
     pub username: Option<String>,
-    /// At most one of `password`, `password_file`, `password_env`.
-    pub password: Option<String>,
+    /// At most one of `password`, `password_file`, `password_env`,
+    /// `password_credential` (read at every connect).
+    pub password: Option<SecretString>,
     pub password_file: Option<PathBuf>,
     pub password_env: Option<String>,
+    /// A systemd credential name (`LoadCredential=` in the unit).
+    pub password_credential: Option<String>,
+    /// Accept sending the username and password without TLS (`ca_file`)
+    /// to a broker that is not on this machine.
+    pub allow_plaintext_credentials: bool,
     /// Enables TLS with this CA bundle (PEM).
     pub ca_file: Option<PathBuf>,
     pub client_cert: Option<PathBuf>,
@@ -144,6 +155,8 @@ impl Default for MqttConfig {
             password: None,
             password_file: None,
             password_env: None,
+            password_credential: None,
+            allow_plaintext_credentials: false,
             ca_file: None,
             client_cert: None,
             client_key: None,
@@ -161,37 +174,46 @@ impl Default for MqttConfig {
 }
 
 impl MqttConfig {
-    /// Resolves the password from whichever source is configured. Called when
-    /// connecting (not at parse time) so a rotated password file is re-read.
+    /// Where the password comes from (`None`: no password). Validation
+    /// guarantees at most one source.
+    pub fn password_source(&self) -> Option<Secret> {
+        one_source(
+            self.password.as_ref(),
+            self.password_file.as_ref(),
+            self.password_env.as_ref(),
+            self.password_credential.as_ref(),
+        )
+        .ok()
+        .flatten()
+    }
+
+    /// Whether a username or any password source is configured.
+    pub fn has_credentials(&self) -> bool {
+        self.username.is_some()
+            || self.password.is_some()
+            || self.password_file.is_some()
+            || self.password_env.is_some()
+            || self.password_credential.is_some()
+    }
+
+    /// Reads the password from its source. Call it when connecting (not at
+    /// parse time) so a rotated password file is re-read.
     pub fn password(&self) -> Result<Option<String>, ConfigError> {
-        let invalid = |key: &str, msg: String| ConfigError::Invalid {
+        read_secret(self.password_source(), "mqtt.password")
+    }
+}
+
+/// Reads `source`; errors name `key` (never the value).
+fn read_secret(source: Option<Secret>, key: &str) -> Result<Option<String>, ConfigError> {
+    source
+        .map(|s| s.read())
+        .transpose()
+        .map_err(|e: SecretError| ConfigError::Invalid {
             path: PathBuf::new(),
             line: None,
-            key: format!("mqtt.{key}"),
-            msg,
-        };
-        if let Some(p) = &self.password {
-            return Ok(Some(p.clone()));
-        }
-        if let Some(file) = &self.password_file {
-            let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
-                path: file.clone(),
-                source,
-            })?;
-            // Files written with `echo` end in a newline that is not part of it.
-            return Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()));
-        }
-        if let Some(var) = &self.password_env {
-            return match std::env::var(var) {
-                Ok(v) => Ok(Some(v)),
-                Err(e) => Err(invalid(
-                    "password_env",
-                    format!("environment variable {var}: {e}"),
-                )),
-            };
-        }
-        Ok(None)
-    }
+            key: key.to_owned(),
+            msg: e.to_string(),
+        })
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -203,10 +225,23 @@ pub struct QueueManagerConfig {
     /// resolves and serves pushed models (the farm's job handler assigns).
     pub pull: bool,
     pub poll_interval_s: u64,
-    /// Bearer token; or `username` + `password` for basic auth.
-    pub token: Option<String>,
+    /// Bearer token (one of `token`, `token_file`, `token_credential`); or
+    /// `username` + a password (`password`, `password_file`,
+    /// `password_credential`) for basic auth. Files and credentials are
+    /// re-read for every request.
+    pub token: Option<SecretString>,
+    pub token_file: Option<PathBuf>,
+    pub token_credential: Option<String>,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<SecretString>,
+    pub password_file: Option<PathBuf>,
+    pub password_credential: Option<String>,
+    /// Accept sending credentials over `http://` to a host that is not
+    /// this machine.
+    pub allow_plaintext_credentials: bool,
+    /// Refuse to print a model without a SHA-256 from the job (or the
+    /// queue manager's `X-Checksum-Sha256` header).
+    pub require_model_checksum: bool,
     pub ca_file: Option<PathBuf>,
     /// Hosts an absolute `modelUrl` may point at (besides the base URL's).
     pub allowed_hosts: Vec<String>,
@@ -223,8 +258,14 @@ impl Default for QueueManagerConfig {
             pull: true,
             poll_interval_s: 5,
             token: None,
+            token_file: None,
+            token_credential: None,
             username: None,
             password: None,
+            password_file: None,
+            password_credential: None,
+            allow_plaintext_credentials: false,
+            require_model_checksum: false,
             ca_file: None,
             allowed_hosts: Vec::new(),
             max_model_bytes: 256 * 1024 * 1024,
@@ -232,6 +273,43 @@ impl Default for QueueManagerConfig {
             read_timeout_s: 30,
             max_retries: 5,
         }
+    }
+}
+
+impl QueueManagerConfig {
+    /// Where the bearer token comes from, if any.
+    pub fn token_source(&self) -> Option<Secret> {
+        one_source(
+            self.token.as_ref(),
+            self.token_file.as_ref(),
+            None,
+            self.token_credential.as_ref(),
+        )
+        .ok()
+        .flatten()
+    }
+
+    /// Where the basic-auth password comes from, if any.
+    pub fn password_source(&self) -> Option<Secret> {
+        one_source(
+            self.password.as_ref(),
+            self.password_file.as_ref(),
+            None,
+            self.password_credential.as_ref(),
+        )
+        .ok()
+        .flatten()
+    }
+
+    /// Whether any credential is configured (for the plaintext check).
+    pub fn has_credentials(&self) -> bool {
+        self.username.is_some()
+            || self.token.is_some()
+            || self.token_file.is_some()
+            || self.token_credential.is_some()
+            || self.password.is_some()
+            || self.password_file.is_some()
+            || self.password_credential.is_some()
     }
 }
 

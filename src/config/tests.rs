@@ -124,7 +124,6 @@ fn urls_are_checked_for_scheme_host_and_port() {
         "http://qm",
         "https://qm.local:8443/api",
         "http://[::1]:8080",
-        "http://u:p@h/x",
     ] {
         assert!(validate::check_url(good).is_ok(), "{good}");
     }
@@ -135,9 +134,155 @@ fn urls_are_checked_for_scheme_host_and_port() {
         "http://h:0",
         "http://h:x",
         "http://a b",
+        "http://u:p@h/x",
     ] {
         assert!(validate::check_url(bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn url_user_info_is_refused_without_echoing_the_password() {
+    for url in [
+        "http://farm:hunter2@q.farm/api",
+        "ftp://farm:hunter2@q",
+        "http://farm:hunter2@",
+    ] {
+        let errs = errors(&format!("{MIN}[queue_manager]\nurl = \"{url}\"\n"));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(!errs[0].contains("hunter2"), "{}", errs[0]);
+        assert!(errs[0].contains("***@"), "{}", errs[0]);
+    }
+    let errs = errors(&format!(
+        "{MIN}[queue_manager]\nurl = \"http://farm:hunter2@q/\"\n"
+    ));
+    assert!(errs[0].contains("user info"), "{}", errs[0]);
+}
+
+#[test]
+fn credentials_in_clear_text_are_refused_unless_allowed() {
+    let mqtt = format!(
+        "{MIN}[mqtt]\nhost = \"broker.farm\"\nusername = \"gw\"\npassword_file = \"/run/pw\"\n"
+    );
+    let errs = errors(&mqtt);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("mqtt.username: credentials would cross the network"),
+        "{}",
+        errs[0]
+    );
+    parse(
+        &format!("{mqtt}allow_plaintext_credentials = true\n"),
+        Path::new("pg.toml"),
+    )
+    .unwrap();
+    parse(
+        &format!("{mqtt}ca_file = \"/etc/ca.pem\"\n"),
+        Path::new("pg.toml"),
+    )
+    .unwrap();
+    parse(
+        &mqtt.replace("broker.farm", "127.0.0.1"),
+        Path::new("pg.toml"),
+    )
+    .unwrap();
+
+    let qm = format!("{MIN}[queue_manager]\nurl = \"http://q.farm\"\ntoken_file = \"/run/t\"\n");
+    let errs = errors(&qm);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("queue_manager.url: credentials would cross"),
+        "{}",
+        errs[0]
+    );
+    parse(
+        &format!("{qm}allow_plaintext_credentials = true\n"),
+        Path::new("pg.toml"),
+    )
+    .unwrap();
+    parse(&qm.replace("http://", "https://"), Path::new("pg.toml")).unwrap();
+    parse(
+        &qm.replace("q.farm", "localhost:8080"),
+        Path::new("pg.toml"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn each_secret_has_one_source_and_credentials_are_named_properly() {
+    let errs = errors(&format!(
+        "{MIN}[queue_manager]\nurl = \"https://q\"\ntoken = \"a\"\ntoken_file = \"/t\"\n\
+         username = \"u\"\npassword_credential = \"bad/name\"\n"
+    ));
+    for want in [
+        "queue_manager.token: set only one of token, token_file, token_credential",
+        "queue_manager.token: use either a token or username + password",
+        "queue_manager.password_credential: \"bad/name\" is not a credential name",
+    ] {
+        assert!(errs.iter().any(|e| e.contains(want)), "{want} in {errs:#?}");
+    }
+    let errs = errors(&format!(
+        "{MIN}[queue_manager]\nurl = \"https://q\"\nusername = \"u\"\n"
+    ));
+    assert!(errs[0].contains("username and a password"), "{errs:?}");
+}
+
+#[test]
+fn a_secret_of_the_wrong_type_is_not_echoed() {
+    let errs = errors(&format!("{MIN}[mqtt]\npassword = 987654321\n"));
+    assert!(
+        errs[0].contains("mqtt.password: invalid value (not shown"),
+        "{}",
+        errs[0]
+    );
+    assert!(!errs[0].contains("987654321"), "{}", errs[0]);
+}
+
+#[test]
+fn debug_of_the_config_shows_no_secret() {
+    let text = format!(
+        "{MIN}[mqtt]\nhost = \"127.0.0.1\"\nusername = \"u\"\npassword = \"hunter2\"\n\
+         [queue_manager]\nurl = \"http://127.0.0.1\"\ntoken = \"t0ken-s3cret\"\n"
+    );
+    let cfg = parse(&text, Path::new("pg.toml")).unwrap();
+    let shown = format!("{cfg:?} {cfg:#?}");
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("t0ken-s3cret"),
+        "{shown}"
+    );
+    assert_eq!(
+        cfg.mqtt.unwrap().password().unwrap().as_deref(),
+        Some("hunter2")
+    );
+}
+
+#[test]
+fn warnings_name_plaintext_traffic_and_readable_secret_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let secret = std::env::temp_dir().join(format!("printgate-warn-{}", std::process::id()));
+    std::fs::write(&secret, "pw\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = format!(
+        "{MIN}[mqtt]\nhost = \"broker.farm\"\nusername = \"u\"\npassword_file = \"{}\"\n\
+         allow_plaintext_credentials = true\n[queue_manager]\nurl = \"http://q.farm\"\n",
+        secret.display()
+    );
+    let warnings = parse(&text, Path::new("pg.toml")).unwrap().warnings();
+    std::fs::remove_file(&secret).unwrap();
+    for want in [
+        "mqtt: no TLS to broker.farm:1883",
+        "mqtt: allow_plaintext_credentials",
+        "is readable by all users (mode 644)",
+        "queue_manager: http://q.farm is not https://",
+    ] {
+        assert!(
+            warnings.iter().any(|w| w.contains(want)),
+            "{want} in {warnings:#?}"
+        );
+    }
+    assert!(parse(MIN, Path::new("pg.toml"))
+        .unwrap()
+        .warnings()
+        .is_empty());
 }
 
 #[test]
@@ -150,14 +295,21 @@ fn password_comes_from_file_or_env() {
     };
     assert_eq!(mqtt.password().unwrap().as_deref(), Some("s3cret"));
     std::fs::remove_file(&file).unwrap();
-    assert!(matches!(mqtt.password(), Err(ConfigError::Read { .. })));
+    let err = mqtt.password().unwrap_err().to_string();
+    assert!(
+        err.contains("mqtt.password: cannot read secret file"),
+        "{err}"
+    );
 
     let mqtt = MqttConfig {
         password_env: Some("PRINTGATE_TEST_SURELY_UNSET_VAR".into()),
         ..MqttConfig::default()
     };
     let err = mqtt.password().unwrap_err().to_string();
-    assert!(err.contains("mqtt.password_env"), "{err}");
+    assert!(
+        err.contains("mqtt.password: environment variable PRINTGATE_TEST"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -26,6 +26,19 @@ pub(super) fn validate(raw: &RawConfig, serial: &SerialSettings) -> Problems {
             "must not be empty",
         );
     }
+    if let Some(group) = &raw.gateway.operator_group {
+        let ok = !group.is_empty()
+            && group.len() <= 32
+            && group
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !ok {
+            out.push((
+                KeyPath::of("gateway", None, "operator_group"),
+                format!("{group:?} is not a group name (as in /etc/group)"),
+            ));
+        }
+    }
     check_serial(&mut out, serial, |key| KeyPath::of("serial", None, key));
     check_printers(&mut out, &raw.printer, serial);
     check_triggers(&mut out, &raw.trigger, &raw.printer);
@@ -225,18 +238,7 @@ fn check_mqtt(out: &mut Problems, m: &MqttConfig) {
     if m.port == 0 {
         push(out, key("port"), "expected 1 to 65535");
     }
-    let sources = [
-        m.password.is_some(),
-        m.password_file.is_some(),
-        m.password_env.is_some(),
-    ];
-    if sources.into_iter().filter(|s| *s).count() > 1 {
-        push(
-            out,
-            key("password"),
-            "set only one of password, password_file, password_env",
-        );
-    }
+    super::security::check_mqtt(out, m);
     if m.client_cert.is_some() != m.client_key.is_some() {
         push(
             out,
@@ -282,16 +284,7 @@ fn check_queue_manager(out: &mut Problems, q: &QueueManagerConfig) {
     if let Err(msg) = check_url(&q.url) {
         out.push((key("url"), msg));
     }
-    if q.token.is_some() && (q.username.is_some() || q.password.is_some()) {
-        push(
-            out,
-            key("token"),
-            "use either token or username + password, not both",
-        );
-    }
-    if q.username.is_some() != q.password.is_some() {
-        push(out, key("username"), "username and password go together");
-    }
+    super::security::check_queue_manager(out, q);
     if q.allowed_hosts
         .iter()
         .any(|h| h.trim().is_empty() || h.contains('/'))
@@ -309,30 +302,55 @@ fn check_queue_manager(out: &mut Problems, q: &QueueManagerConfig) {
     range(out, key("max_retries"), u64::from(q.max_retries), 0..=100);
 }
 
-/// Enough of URL syntax to catch typos: scheme, a host, no spaces.
+/// Enough of URL syntax to catch typos: scheme, a host, no spaces. User
+/// info (`user:password@`) is refused, and no message ever shows it.
 pub(super) fn check_url(url: &str) -> Result<(), String> {
+    let shown = redact_user_info(url);
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))
         .ok_or_else(|| {
-            format!("`{url}` is not a URL, expected http://host[:port][/path] or https://...")
+            format!("`{shown}` is not a URL, expected http://host[:port][/path] or https://...")
         })?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority.rsplit('@').next().unwrap_or_default();
-    let (name, port) = match host.strip_prefix('[').and_then(|h| h.split_once(']')) {
+    if authority.contains('@') {
+        return Err(format!(
+            "`{shown}` has user info (user:password@): put the credentials in username and \
+             password (or token), never in the URL"
+        ));
+    }
+    let (name, port) = match authority.strip_prefix('[').and_then(|h| h.split_once(']')) {
         Some((v6, after)) => (v6, after.strip_prefix(':')),
-        None => match host.split_once(':') {
+        None => match authority.split_once(':') {
             Some((name, port)) => (name, Some(port)),
-            None => (host, None),
+            None => (authority, None),
         },
     };
     if name.is_empty() || url.chars().any(char::is_whitespace) {
-        return Err(format!("`{url}` has no host or contains spaces"));
+        return Err(format!("`{shown}` has no host or contains spaces"));
     }
     if let Some(port) = port {
         if port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(format!("`{url}` has an invalid port `{port}`"));
+            return Err(format!("`{shown}` has an invalid port `{port}`"));
         }
     }
     Ok(())
+}
+
+/// `url` with any `user:password@` of its authority replaced by `***@`.
+pub(super) fn redact_user_info(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => authority.to_owned(),
+    };
+    match scheme {
+        Some(s) => format!("{s}://{authority}{tail}"),
+        None => format!("{authority}{tail}"),
+    }
 }

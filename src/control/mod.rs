@@ -5,10 +5,18 @@
 //! operator's files (systemd gives it a private /tmp and no /home).
 //!
 //! Reading commands (`status`, `jobs`) never come here: they read SQLite.
+//!
+//! Access: the socket is mode 0660 and the daemon checks each peer's
+//! kernel-reported uid (root, its own user, or `[gateway] operator_group`),
+//! bounds the request line (4 KiB), the time a client may stay silent, the
+//! number of connections, and uploads (limit and free space).
 
+mod peer;
 mod server;
+mod upload;
 
-pub use server::serve;
+pub use server::{serve, serve_with, ServeOptions, MAX_REQUEST_LINE, SOCKET_MODE};
+pub use upload::{free_bytes, FREE_SPACE_RESERVE};
 
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
@@ -112,8 +120,27 @@ pub enum ControlError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the daemon sent an answer that is not JSON: {0}")]
+    #[error("the daemon sent an answer that is not JSON: {:?}", .0)]
     BadAnswer(String),
+}
+
+/// `s` with control characters escaped (`\u{1b}`, `\n`...), for printing
+/// strings that came from outside (job ids, reasons, topics, server
+/// messages) to a terminal or a log line: no forged lines, no terminal
+/// escape sequences. Borrowed when there is nothing to escape.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -146,17 +173,54 @@ pub fn request(
         .map_err(io)?;
     let mut line = serde_json::to_vec(req).map_err(|e| ControlError::BadAnswer(e.to_string()))?;
     line.push(b'\n');
-    stream.write_all(&line).map_err(io)?;
+    // The daemon may refuse (not allowed, bad id, too large) and close
+    // before reading the file: then its answer is still there to read.
+    let sent = send_request(&mut stream, &line, file);
+    let mut answer = String::new();
+    let read = BufReader::new(&stream).read_line(&mut answer);
+    if answer.trim().is_empty() {
+        sent?;
+        read.map_err(io)?;
+    }
+    serde_json::from_str(answer.trim())
+        .map_err(|_| ControlError::BadAnswer(answer.trim().chars().take(200).collect()))
+}
+
+fn send_request(
+    stream: &mut UnixStream,
+    line: &[u8],
+    file: Option<&Path>,
+) -> Result<(), ControlError> {
+    let socket = stream
+        .peer_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let io = |source| ControlError::Io {
+        socket: socket.clone(),
+        source,
+    };
+    stream.write_all(line).map_err(io)?;
     if let Some(path) = file {
         let mut f = std::fs::File::open(path).map_err(|source| ControlError::File {
             path: path.to_path_buf(),
             source,
         })?;
-        std::io::copy(&mut f, &mut stream).map_err(io)?;
+        std::io::copy(&mut f, stream).map_err(io)?;
     }
-    stream.flush().map_err(io)?;
-    let mut answer = String::new();
-    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
-    serde_json::from_str(answer.trim())
-        .map_err(|_| ControlError::BadAnswer(answer.trim().chars().take(200).collect()))
+    stream.flush().map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn printable_escapes_control_characters_only() {
+        assert_eq!(printable("job-1 é"), "job-1 é");
+        assert_eq!(
+            printable("a\nforged: line\x1b[31m"),
+            "a\\nforged: line\\u{1b}[31m"
+        );
+    }
 }

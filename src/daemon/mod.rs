@@ -61,6 +61,15 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
     let spool_dir = data_dir.join("spool");
     std::fs::create_dir_all(&spool_dir)
         .with_context(|| format!("cannot create {}", spool_dir.display()))?;
+    // Downloads and uploads a crash cut short (the jobs start over).
+    match crate::source::clean_partial_files(&spool_dir) {
+        Ok(0) => {}
+        Ok(n) => info!("removed {n} partial file(s) from {}", spool_dir.display()),
+        Err(e) => warn!("cannot clean {}: {e}", spool_dir.display()),
+    }
+    for warning in config.warnings() {
+        warn!("{warning}");
+    }
 
     let seeds: Vec<PrinterSeed> = config
         .printers()
@@ -128,7 +137,9 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
         shutdown_rx.clone(),
     )?;
     let queue = wiring::queue_client(&config, &spool_dir)?;
-    let control = crate::control::serve(&data_dir, spool_dir.clone(), farm_tx.clone())
+    let models = wiring::model_source(&config, queue.as_ref(), &spool_dir)?;
+    let guard = crate::control::ServeOptions::for_gateway(&config.gateway);
+    let control = crate::control::serve_with(&data_dir, spool_dir.clone(), farm_tx.clone(), guard)
         .await
         .with_context(|| format!("cannot open the control socket in {}", data_dir.display()))?;
     drop(farm_tx);
@@ -137,6 +148,8 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
         store: store.clone(),
         printers: links,
         queue,
+        models,
+        spool_dir: spool_dir.clone(),
         volatile: mqtt.as_ref().map(|m| m.volatile.clone()),
         outbox_ready,
         max_download_retries: config.queue_manager.as_ref().map_or(3, |q| q.max_retries),

@@ -11,7 +11,7 @@ use crate::mqtt::payload::Command;
 use crate::mqtt::settings::link_settings;
 use crate::mqtt::topics::{InTopic, Topics};
 use crate::printer::PrinterCommand;
-use crate::source::{Auth, QueueClient, QueueSettings};
+use crate::source::{QueueClient, QueueSettings};
 use crate::store::Store;
 use anyhow::Context;
 use log::{debug, error, info, warn};
@@ -104,7 +104,7 @@ pub fn core_settings(config: &Config, spool_dir: &Path, wall: SystemTime) -> Cor
                 .as_ref()
                 .map_or(5, |q| q.poll_interval_s),
         ),
-        downloads: config.queue_manager.is_some() || !config.model_hosts().is_empty(),
+        downloads: true,
         publish_printers_list: config.publishes_printers_list(),
         timeout_factor: config.jobs.timeout_factor,
         max_job: Duration::from_secs(config.jobs.max_job_hours.max(1).saturating_mul(3600)),
@@ -139,33 +139,41 @@ pub fn queue_client(config: &Config, spool_dir: &Path) -> anyhow::Result<Option<
     let Some(q) = &config.queue_manager else {
         return Ok(None);
     };
-    let auth = match (&q.token, &q.username, &q.password) {
-        (Some(token), _, _) => Auth::Bearer(token.clone()),
-        (None, Some(user), password) => Auth::Basic {
-            user: user.clone(),
-            password: password.clone().unwrap_or_default(),
-        },
-        _ => Auth::None,
-    };
-    let ca_pem = match &q.ca_file {
-        Some(path) => Some(
-            std::fs::read(path)
-                .with_context(|| format!("cannot read queue_manager.ca_file {}", path.display()))?,
-        ),
-        None => None,
-    };
-    let settings = QueueSettings {
-        base_url: q.url.clone(),
-        auth,
-        ca_pem,
-        allowed_hosts: q.allowed_hosts.clone(),
-        max_model_bytes: q.max_model_bytes,
-        connect_timeout: Duration::from_secs(q.connect_timeout_s),
-        read_timeout: Duration::from_secs(q.read_timeout_s),
-        total_timeout: Duration::from_secs(q.read_timeout_s.max(1) * 60),
-        spool_dir: spool_dir.to_path_buf(),
-    };
+    let mut settings = QueueSettings::from_config(q, spool_dir)?;
+    settings.allowed_hosts = config.model_hosts();
     Ok(Some(Arc::new(QueueClient::new(settings)?)))
+}
+
+/// Where models come from: the queue manager's client (relative
+/// `modelUrl`s resolve against its url), or without one a client that
+/// fetches absolute URLs on `[models] allowed_hosts` only (its base is a
+/// name that never resolves, `.invalid` by RFC 2606, and relative URLs are
+/// refused before they reach it).
+pub fn model_source(
+    config: &Config,
+    queue: Option<&Arc<QueueClient>>,
+    spool_dir: &Path,
+) -> anyhow::Result<Option<crate::farm::Models>> {
+    if let Some(client) = queue {
+        return Ok(Some(crate::farm::Models {
+            client: client.clone(),
+            relative: true,
+        }));
+    }
+    let hosts = config.model_hosts();
+    if hosts.is_empty() {
+        return Ok(None);
+    }
+    let defaults = crate::config::QueueManagerConfig {
+        url: "http://models.invalid".into(),
+        ..Default::default()
+    };
+    let mut settings = QueueSettings::from_config(&defaults, spool_dir)?;
+    settings.allowed_hosts = hosts;
+    Ok(Some(crate::farm::Models {
+        client: Arc::new(QueueClient::new(settings)?),
+        relative: false,
+    }))
 }
 
 /// The running MQTT side: the link, the outbox pump, the inbound dispatcher.
@@ -366,6 +374,7 @@ async fn dispatch(mut events: mpsc::Receiver<LinkEvent>, d: Dispatch) {
                 }
             }
             LinkEvent::Disconnected { reason } => info!("mqtt: disconnected: {reason}"),
+            LinkEvent::Discarded { reason, count } => info!("mqtt: {count} × {reason}"),
             LinkEvent::Inbound(msg) => {
                 if let Some(input) = inbound(&d, msg, &mut announce) {
                     if d.farm.send(input).await.is_err() {

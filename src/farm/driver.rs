@@ -48,11 +48,22 @@ impl PrinterLink {
     }
 }
 
+/// Where models come from: the queue manager's client, or (without one) a
+/// client for absolute URLs on `[models] allowed_hosts` only.
+pub struct Models {
+    pub client: Arc<QueueClient>,
+    /// Relative `modelUrl`s resolve (a queue manager url is configured).
+    pub relative: bool,
+}
+
 /// What the driver needs besides the core.
 pub struct Parts {
     pub store: Store,
     pub printers: BTreeMap<String, PrinterLink>,
+    /// The queue manager, for pulls.
     pub queue: Option<Arc<QueueClient>>,
+    pub models: Option<Models>,
+    pub spool_dir: PathBuf,
     pub volatile: Option<mpsc::Sender<Volatile>>,
     /// Wakes the outbox pump after a write that queued messages.
     pub outbox_ready: Arc<Notify>,
@@ -178,9 +189,9 @@ impl Driver {
             Effect::Download {
                 job,
                 url,
-                dest,
+                name,
                 sha256,
-            } => self.download(job, url, dest, sha256),
+            } => self.download(job, url, name, sha256),
             Effect::AbortDownload { job } => {
                 if let Some(flag) = self.aborts.get(&job) {
                     flag.store(true, Ordering::Relaxed);
@@ -277,19 +288,35 @@ impl Driver {
         });
     }
 
-    fn download(&mut self, job: String, url: String, _dest: PathBuf, _sha256: Option<String>) {
+    fn download(&mut self, job: String, url: String, name: String, sha256: Option<String>) {
         let abort = Arc::new(AtomicBool::new(false));
         self.aborts.insert(job.clone(), abort.clone());
-        let Some(client) = self.p.queue.clone() else {
+        let refused = match &self.p.models {
+            None => Some(
+                "no model source: set [queue_manager] url, or [models] allowed_hosts for \
+                 absolute modelUrls"
+                    .to_owned(),
+            ),
+            Some(m) if !m.relative && !url.contains("://") => Some(format!(
+                "modelUrl {url:?} is relative: set [queue_manager] url (pull = false for \
+                 push-only) to resolve it"
+            )),
+            Some(_) => None,
+        };
+        let (Some(client), None) = (
+            self.p.models.as_ref().map(|m| m.client.clone()),
+            refused.clone(),
+        ) else {
             let input = Input::Downloaded {
                 job,
-                result: Err("no [queue_manager] configured to download the model".into()),
+                result: Err(refused.unwrap_or_default()),
             };
             if self.results_tx.send(input).is_err() {
                 debug!("farm stopped before a download answer");
             }
             return;
         };
+        let stale = self.p.spool_dir.join(format!("{name}.gcode"));
         let (tx, retries) = (self.results_tx.clone(), self.p.max_download_retries);
         let seed = self.p.jitter_seed
             ^ job
@@ -312,11 +339,27 @@ impl Driver {
                 }
                 sleep_unless(&abort, delay);
             };
+            // The job's own name: a file left by an earlier attempt of this
+            // job (a crash between download and commit) is its own.
+            match std::fs::remove_file(&stale) {
+                Ok(()) => info!("job {job}: replacing its earlier download"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => warn!("job {job}: cannot remove {}: {e}", stale.display()),
+            }
             let result = if abort.load(Ordering::Relaxed) {
                 Err("download aborted".to_owned())
             } else {
-                crate::source::retry_download(&client, &url, &job, retries, &mut backoff, wait)
-                    .map_err(|e| e.to_string())
+                let sha = sha256.as_deref();
+                crate::source::retry_download(
+                    &client,
+                    &url,
+                    &name,
+                    sha,
+                    retries,
+                    &mut backoff,
+                    wait,
+                )
+                .map_err(|e| e.to_string())
             };
             Input::Downloaded { job, result }
         });

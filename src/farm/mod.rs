@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use tokio::sync::oneshot;
 
 pub use self::core::{CoreSettings, FarmCore, RobotRule, Snapshot, Trigger};
-pub use driver::{Driver, Parts, PrinterLink};
+pub use driver::{Driver, Models, Parts, PrinterLink};
 
 /// Everything that reaches the farm from outside the printer tasks: the
 /// MQTT dispatcher and the control socket.

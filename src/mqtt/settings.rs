@@ -2,8 +2,9 @@
 //! discovery prefix, trigger topics in config order), printers, credentials,
 //! TLS files, keep-alive, and the birth / Last Will status payloads.
 //!
-//! Reads the password source and the TLS files (so call it when connecting:
-//! a rotated password or certificate is picked up). Never connects.
+//! Reads the TLS files (call it again to pick up a new certificate); the
+//! password stays a source that the link reads at every connection
+//! attempt. Never connects.
 
 use super::link::{LinkSettings, TlsSettings};
 use super::payload::{rfc3339, Availability, GatewayStatus};
@@ -44,7 +45,7 @@ pub fn link_settings(cfg: &Config, now: SystemTime) -> Result<Option<LinkSetting
     let mut s = LinkSettings::new(&m.host, m.port, topics, printers);
     s.client_id = m.client_id.clone();
     s.username = m.username.clone();
-    s.password = m.password()?;
+    s.password = m.password_source();
     s.tls = tls(m)?;
     s.keep_alive = Duration::from_secs(m.keep_alive_s);
     s.birth = birth;
@@ -90,6 +91,7 @@ host = "broker.local"
 port = 8883
 username = "pg"
 password = "pw"
+allow_plaintext_credentials = true
 topic_prefix = "farm"
 [[trigger]]
 topic = "farm/purge"
@@ -103,7 +105,7 @@ gcode = "G28"
         let s = link_settings(&cfg, UNIX_EPOCH).unwrap().unwrap();
         assert_eq!((s.host.as_str(), s.port), ("broker.local", 8883));
         assert_eq!(s.client_id, "printgate-gw-7");
-        assert_eq!(s.password.as_deref(), Some("pw"));
+        assert_eq!(s.password, Some("pw".into()));
         assert_eq!(s.topics.assignment("mk3"), "farm/printer/mk3/assignement");
         assert_eq!(s.topics.gateway_status(), "farm/gateway/gw-7/status");
         assert_eq!(s.printers, vec!["mk3"]);

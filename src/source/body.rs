@@ -34,8 +34,10 @@ impl QueueClient {
     /// origin. Any status comes back as `Ok`; only transport failures are `Err`.
     pub(crate) fn get(&self, url: &str, same_origin: bool) -> Result<Response<Body>, SourceError> {
         let mut req = self.agent.get(url);
-        if let (true, Some(h)) = (same_origin, &self.auth_header) {
-            req = req.header("Authorization", h.as_str());
+        if same_origin {
+            if let Some(h) = super::auth_header(&self.auth)? {
+                req = req.header("Authorization", h);
+            }
         }
         req.call().map_err(|e| SourceError::from_ureq(e, url))
     }

@@ -39,6 +39,22 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    /// The model's SHA-256 is not the expected one: whoever served it,
+    /// it is not the model the job names. Never retried.
+    #[error("{url}: sha256 mismatch: expected {expected}, got {actual}")]
+    ChecksumMismatch {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    /// `require_model_checksum` is set and neither the job nor the queue
+    /// manager gave a checksum, or the one given is not 64 hex digits.
+    #[error("{url}: {detail}")]
+    Checksum { url: String, detail: String },
+    /// The spool file (or its temp file) already exists: it is never
+    /// overwritten. A left-over temp file is removed at start-up.
+    #[error("{}: already exists; not overwritten", path.display())]
+    Exists { path: PathBuf },
     /// Bad [`QueueSettings`]: a caller or config bug, never retryable.
     #[error("queue settings: {0}")]
     Config(String),
@@ -59,6 +75,9 @@ impl SourceError {
             | SourceError::UnsafeModelUrl { .. }
             | SourceError::NotGcode { .. }
             | SourceError::Io { .. }
+            | SourceError::ChecksumMismatch { .. }
+            | SourceError::Checksum { .. }
+            | SourceError::Exists { .. }
             | SourceError::Config(_) => false,
         }
     }
@@ -90,12 +109,13 @@ impl SourceError {
             },
             ureq::Error::Io(e) => SourceError::Transport {
                 url,
-                detail: e.to_string().to_lowercase(),
+                detail: crate::control::printable(&e.to_string().to_lowercase()).into_owned(),
             },
             ureq::Error::BadUri(detail) => SourceError::Config(format!("bad url {url}: {detail}")),
+            // ureq's text may quote what the server sent: escaped.
             other => SourceError::Transport {
                 url,
-                detail: other.to_string().to_lowercase(),
+                detail: crate::control::printable(&other.to_string().to_lowercase()).into_owned(),
             },
         }
     }

@@ -8,7 +8,10 @@
 //!   global timeouts; no redirects; statuses are answers, not errors).
 //!   [`QueueClient::fetch_job`] asks `GET <base>/prioritary_job`,
 //!   [`QueueClient::resolve_model_url`] vets a `modelUrl`, and
-//!   [`QueueClient::download_model`] streams a model to the spool folder.
+//!   [`QueueClient::download_model`] streams a model to the spool folder,
+//!   verifying its SHA-256 when one is known.
+//! - [`spool_name`], [`clean_partial_files`]: spool files that cannot
+//!   collide, and the start-up clean-up of interrupted ones.
 //! - [`gcode_check`]: the content check every model passes before it is kept.
 //! - [`retry`] has [`retry_download`].
 //!
@@ -17,47 +20,43 @@
 //! trying again later can help.
 
 mod body;
+pub mod checksum;
 mod download;
 mod error;
 pub mod gcode_check;
 mod model_url;
 mod queue;
 pub mod retry;
+mod settings;
+mod spool;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use download::Downloaded;
+pub use download::{Downloaded, CHECKSUM_HEADER};
 pub use error::SourceError;
 pub use gcode_check::{check_gcode_file, GcodeSummary};
 pub use queue::QueueJob;
 pub use retry::retry_download;
+pub use spool::{check_name, clean_partial_files, spool_name};
 
+use crate::config::Secret;
 use model_url::BaseUrl;
 
 /// How printgate authenticates to the queue manager. Credentials are only
 /// ever sent to the queue manager's own origin, never to other allowed hosts.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// Secrets held as a [`Secret`] source are read again for every request, so
+/// a rotated token file is used at once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Auth {
     #[default]
     None,
-    Bearer(String),
+    Bearer(Secret),
     Basic {
         user: String,
-        password: String,
+        password: Secret,
     },
-}
-
-impl std::fmt::Debug for Auth {
-    // Secrets stay out of logs and panics.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Auth::None => f.write_str("None"),
-            Auth::Bearer(_) => f.write_str("Bearer(..)"),
-            Auth::Basic { user, .. } => write!(f, "Basic {{ user: {user:?}, .. }}"),
-        }
-    }
 }
 
 /// Everything [`QueueClient::new`] needs; checked once there.
@@ -77,8 +76,11 @@ pub struct QueueSettings {
     pub read_timeout: Duration,
     /// Cap on one whole request, body included.
     pub total_timeout: Duration,
-    /// Where models are downloaded (`.<job>.part`, then `<job>.gcode`).
+    /// Where models are downloaded (`.<name>.part`, then `<name>.gcode`).
     pub spool_dir: PathBuf,
+    /// Refuse a model without a trusted SHA-256 (`[queue_manager]
+    /// require_model_checksum`).
+    pub require_checksum: bool,
 }
 
 /// The queue manager client. `Send + Sync`: share it behind an `Arc`; every
@@ -86,10 +88,11 @@ pub struct QueueSettings {
 pub struct QueueClient {
     agent: ureq::Agent,
     base: BaseUrl,
-    auth_header: Option<String>,
+    auth: Auth,
     allowed_hosts: Vec<String>,
     max_model_bytes: u64,
     spool_dir: PathBuf,
+    require_checksum: bool,
 }
 
 impl std::fmt::Debug for QueueClient {
@@ -97,10 +100,11 @@ impl std::fmt::Debug for QueueClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueueClient")
             .field("base", &self.base)
-            .field("auth", &self.auth_header.as_ref().map(|_| ".."))
+            .field("auth", &self.auth)
             .field("allowed_hosts", &self.allowed_hosts)
             .field("max_model_bytes", &self.max_model_bytes)
             .field("spool_dir", &self.spool_dir)
+            .field("require_checksum", &self.require_checksum)
             .finish_non_exhaustive()
     }
 }
@@ -124,14 +128,14 @@ impl QueueClient {
                 "max_model_bytes must be above zero".into(),
             ));
         }
-        let auth_header = auth_header(&settings.auth);
-        if auth_header
-            .as_deref()
-            .is_some_and(|h| h.bytes().any(|b| b.is_ascii_control()))
+        // Fixed values are checked now; files and credentials at each use.
+        if let Auth::Bearer(Secret::Value(_))
+        | Auth::Basic {
+            password: Secret::Value(_),
+            ..
+        } = &settings.auth
         {
-            return Err(SourceError::Config(
-                "control character in credentials".into(),
-            ));
+            auth_header(&settings.auth)?;
         }
         let mut tls = ureq::tls::TlsConfig::builder();
         if let Some(pem) = &settings.ca_pem {
@@ -171,23 +175,37 @@ impl QueueClient {
         Ok(QueueClient {
             agent: ureq::Agent::new_with_config(config),
             base,
-            auth_header,
+            auth: settings.auth,
             allowed_hosts,
             max_model_bytes: settings.max_model_bytes,
             spool_dir: settings.spool_dir,
+            require_checksum: settings.require_checksum,
         })
     }
 }
 
-fn auth_header(auth: &Auth) -> Option<String> {
-    match auth {
-        Auth::None => None,
-        Auth::Bearer(token) => Some(format!("Bearer {token}")),
-        Auth::Basic { user, password } => Some(format!(
+/// The `Authorization` header for `auth`, reading its secret now. A
+/// secret that cannot be read, or that would break the header (control
+/// characters), is [`SourceError::Config`]; the message never holds it.
+fn auth_header(auth: &Auth) -> Result<Option<String>, SourceError> {
+    let read = |what: &str, s: &Secret| {
+        s.read()
+            .map_err(|e| SourceError::Config(format!("queue manager {what}: {e}")))
+    };
+    let header = match auth {
+        Auth::None => return Ok(None),
+        Auth::Bearer(token) => format!("Bearer {}", read("token", token)?),
+        Auth::Basic { user, password } => format!(
             "Basic {}",
-            base64(format!("{user}:{password}").as_bytes())
-        )),
+            base64(format!("{user}:{}", read("password", password)?).as_bytes())
+        ),
+    };
+    if header.bytes().any(|b| b.is_ascii_control()) {
+        return Err(SourceError::Config(
+            "control character in credentials".into(),
+        ));
     }
+    Ok(Some(header))
 }
 
 /// Standard base64 with padding (RFC 4648), for the Basic auth header.
@@ -294,6 +312,7 @@ mod tests {
             read_timeout: Duration::from_secs(1),
             total_timeout: Duration::from_secs(1),
             spool_dir: PathBuf::from("spool"),
+            require_checksum: false,
         };
         let client = QueueClient::new(settings.clone()).unwrap();
         assert!(!format!("{client:?} {settings:?}").contains("s3cret"));

@@ -38,6 +38,13 @@ pub struct QueueJob {
     pub estimated_time: Option<i64>,
     #[serde(default, deserialize_with = "lenient_string")]
     pub model_url: Option<String>,
+    /// SHA-256 of the model (64 hex digits), verified before it is printed.
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sha256: Option<String>,
     /// Slicer parameters, passed on untouched in the assignment.
     #[serde(default)]
     pub parameters: Option<Value>,

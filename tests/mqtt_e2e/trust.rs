@@ -253,7 +253,8 @@ fn r13_local_jobs_cannot_replace_each_others_files() {
     // The plate is not confirmed clear: jobs stay queued, files in place.
     let spool = rig.data.join("spool");
     rig.add_job("p1", "job-x", 1, 40);
-    let file_x = spool.join("id-job-x.gcode");
+    let file_of = |id: &str| spool.join(format!("{}.gcode", printgate::source::spool_name(id)));
+    let file_x = file_of("job-x");
     let original = std::fs::read(&file_x).unwrap();
     let (again, _) = super::e2e_support::add_job(rig.dir(), &rig.config, "p1", "job-x", 2, 80);
     assert!(!again.status.success(), "a second job-x was accepted");
@@ -268,8 +269,8 @@ fn r13_local_jobs_cannot_replace_each_others_files() {
 
     rig.add_job("p1", "job.42", 3, 30);
     rig.add_job("p1", "job_42", 4, 50);
-    let a = std::fs::read(spool.join("x-6a6f622e3432.gcode")).unwrap();
-    let b = std::fs::read(spool.join("id-job_42.gcode")).unwrap();
+    let a = std::fs::read(file_of("job.42")).unwrap();
+    let b = std::fs::read(file_of("job_42")).unwrap();
     assert_ne!(a, b, "job.42 and job_42 share a file");
 
     let (empty, _) = super::e2e_support::add_job(rig.dir(), &rig.config, "p1", "", 5, 10);

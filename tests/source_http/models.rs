@@ -15,7 +15,7 @@ fn a_one_megabyte_model_is_downloaded_checked_and_renamed() {
     let server = Server::start(vec![Reply::new(200, model.clone())]);
     let spool = Spool::new("download-1mb");
     let got = client(&server, &spool)
-        .download_model("models/model-456.gcode", "job-123")
+        .download_model("models/model-456.gcode", "job-123", None)
         .unwrap();
     assert_eq!(got.bytes, model.len() as u64);
     assert_eq!(
@@ -40,7 +40,7 @@ fn a_stalled_body_times_out_and_leaves_nothing() {
     s.read_timeout = Duration::from_millis(300);
     let err = QueueClient::new(s)
         .unwrap()
-        .download_model("models/m.gcode", "job-1")
+        .download_model("models/m.gcode", "job-1", None)
         .unwrap_err();
     assert!(
         matches!(err, SourceError::Timeout { what: "read", .. }),
@@ -67,10 +67,12 @@ fn chunked_models_download_and_a_cut_chunked_body_is_truncated() {
     let server = Server::start(vec![reply.clone(), reply.end(End::CloseAfter(cut))]);
     let spool = Spool::new("chunked");
     let client = client(&server, &spool);
-    let got = client.download_model("models/m.gcode", "job-1").unwrap();
+    let got = client
+        .download_model("models/m.gcode", "job-1", None)
+        .unwrap();
     assert_eq!(std::fs::read(&got.path).unwrap(), model);
     let err = client
-        .download_model("models/m.gcode", "job-2")
+        .download_model("models/m.gcode", "job-2", None)
         .unwrap_err();
     assert!(
         matches!(err, SourceError::Truncated { expected: None, .. }),
@@ -87,7 +89,7 @@ fn a_body_cut_before_its_content_length_is_truncated() {
     ]);
     let spool = Spool::new("truncated");
     let err = client(&server, &spool)
-        .download_model("models/m.gcode", "job-1")
+        .download_model("models/m.gcode", "job-1", None)
         .unwrap_err();
     match &err {
         SourceError::Truncated { expected, got, .. } => {
@@ -107,7 +109,7 @@ fn a_huge_content_length_is_refused_unread() {
         .end(End::StallAfter(1000))]);
     let spool = Spool::new("too-large");
     let err = client(&server, &spool)
-        .download_model("models/m.gcode", "job-1")
+        .download_model("models/m.gcode", "job-1", None)
         .unwrap_err();
     assert!(
         matches!(
@@ -131,7 +133,7 @@ fn a_body_without_length_stops_at_the_limit() {
     s.max_model_bytes = 10_000;
     let err = QueueClient::new(s)
         .unwrap()
-        .download_model("models/m.gcode", "job-1")
+        .download_model("models/m.gcode", "job-1", None)
         .unwrap_err();
     assert!(
         matches!(
@@ -159,7 +161,7 @@ fn unsafe_model_urls_make_no_request() {
         "file:///etc/passwd",
         "//evil.com/x",
     ] {
-        let err = client.download_model(url, "job-1").unwrap_err();
+        let err = client.download_model(url, "job-1", None).unwrap_err();
         assert!(
             matches!(err, SourceError::UnsafeModelUrl { .. }),
             "{url}: {err}"
@@ -179,7 +181,7 @@ fn credentials_stay_home_when_the_model_is_elsewhere() {
     s.allowed_hosts = vec![files.addr.to_string()];
     let got = QueueClient::new(s)
         .unwrap()
-        .download_model(&format!("{}/x.gcode", files.url()), "j")
+        .download_model(&format!("{}/x.gcode", files.url()), "j", None)
         .unwrap();
     assert!(got.bytes >= 100);
     assert_eq!(files.requests()[0].header("authorization"), None);
@@ -190,7 +192,7 @@ fn a_redirect_is_not_followed() {
     let server = Server::start(vec![Reply::new(302, "").header("Location", "/etc/passwd")]);
     let spool = Spool::new("redirect");
     let err = client(&server, &spool)
-        .download_model("models/m.gcode", "job-1")
+        .download_model("models/m.gcode", "job-1", None)
         .unwrap_err();
     assert!(
         matches!(err, SourceError::Http { status: 302, .. }),
@@ -206,7 +208,7 @@ fn a_binary_model_is_not_gcode() {
     let server = Server::start(vec![Reply::new(200, model)]);
     let spool = Spool::new("binary");
     let err = client(&server, &spool)
-        .download_model("models/m.gcode", "job-1")
+        .download_model("models/m.gcode", "job-1", None)
         .unwrap_err();
     assert!(matches!(err, SourceError::NotGcode { .. }), "{err}");
     assert!(!err.is_retryable());
@@ -224,7 +226,7 @@ fn a_long_command_is_not_gcode_and_names_its_line() {
     let server = Server::start(vec![Reply::new(200, model)]);
     let spool = Spool::new("long-command");
     let err = client(&server, &spool)
-        .download_model("models/m.gcode", "job-1")
+        .download_model("models/m.gcode", "job-1", None)
         .unwrap_err();
     assert!(matches!(err, SourceError::NotGcode { .. }), "{err}");
     assert!(err.to_string().contains(&format!("line {line}:")), "{err}");
@@ -247,6 +249,7 @@ fn retry_download_survives_two_server_errors() {
         &client(&server, &spool),
         "models/m.gcode",
         "job-9",
+        None,
         5,
         &mut backoff(),
         |e, d| slept.push((e.to_string(), d)),
@@ -270,6 +273,7 @@ fn retry_download_gives_up_after_max_retries() {
         &client(&server, &spool),
         "models/m.gcode",
         "job-9",
+        None,
         3,
         &mut backoff(),
         |_, _| slept += 1,
@@ -293,6 +297,7 @@ fn retry_download_stops_at_once_on_not_found() {
         &client(&server, &spool),
         "models/m.gcode",
         "job-9",
+        None,
         5,
         &mut backoff(),
         |_, _| slept += 1,

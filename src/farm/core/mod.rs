@@ -271,13 +271,14 @@ pub enum Effect {
     Pull {
         printer: String,
     },
-    /// Fetch a model to `dest` (created exclusively); answer with
-    /// [`Input::Downloaded`] (retries are the driver's, announced with
-    /// [`Input::DownloadRetry`]).
+    /// Fetch a model to the spool file `name` (`<name>.gcode`, the job's
+    /// own: a stale one from an earlier attempt of the same job may be
+    /// replaced, nothing else); answer with [`Input::Downloaded`] (retries
+    /// are the driver's, announced with [`Input::DownloadRetry`]).
     Download {
         job: String,
         url: String,
-        dest: PathBuf,
+        name: String,
         sha256: Option<String>,
     },
     AbortDownload {

@@ -212,55 +212,9 @@ impl Job {
     }
 }
 
-/// The spool file name of a job's G-code: one-to-one with the job id, so
-/// two jobs can never share (or delete) one file. Plain ids keep their
-/// name; others are hex-encoded, and ids too long for that are hashed
-/// (the file is created exclusively, so even a hash collision fails
-/// instead of replacing a file).
+/// The spool file of a job's G-code: one-to-one with the job id (the job
+/// source's [`crate::source::spool_name`]: a readable prefix and 128 bits of
+/// the id's SHA-256), so two jobs never share (or delete) one file.
 pub fn spool_file_name(job: &str) -> String {
-    let plain = !job.is_empty()
-        && job.len() <= 100
-        && job
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if plain {
-        return format!("id-{job}.gcode");
-    }
-    if job.len() <= 100 {
-        let hex: String = job.bytes().map(|b| format!("{b:02x}")).collect();
-        return format!("x-{hex}.gcode");
-    }
-    // FNV-1a, twice with different offsets: 128 bits for long ids.
-    let fnv = |offset: u64| {
-        job.bytes().fold(offset, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        })
-    };
-    format!(
-        "h-{:016x}{:016x}.gcode",
-        fnv(0xcbf2_9ce4_8422_2325),
-        fnv(0x6c62_272e_07bb_0142)
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::spool_file_name;
-
-    #[test]
-    fn r13_spool_names_are_one_to_one() {
-        assert_eq!(spool_file_name("job-42"), "id-job-42.gcode");
-        assert_eq!(spool_file_name("job.42"), "x-6a6f622e3432.gcode");
-        // What the old sanitiser mapped to one name stays apart.
-        assert_ne!(spool_file_name("job.42"), spool_file_name("job_42"));
-        assert_ne!(spool_file_name("a b"), spool_file_name("a_b"));
-        let long = "j".repeat(128);
-        let name = spool_file_name(&long);
-        assert!(name.starts_with("h-") && name.len() < 255, "{name}");
-        assert_ne!(name, spool_file_name(&"j".repeat(127)));
-        for id in ["../x", "a/b", ".", "x\0"] {
-            let n = spool_file_name(id);
-            assert!(!n.contains('/') && !n.starts_with('.'), "{id} -> {n}");
-        }
-    }
+    format!("{}.gcode", crate::source::spool_name(job))
 }

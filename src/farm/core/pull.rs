@@ -2,7 +2,7 @@
 //! printers (with back-off and jitter), storing what it hands out before
 //! anything else, and fetching models.
 
-use super::model::{spool_file_name, Held, Phase};
+use super::model::{Held, Phase};
 use super::persist::{event_kind, After, Tx};
 use super::{Effect, FarmCore};
 use crate::lifecycle::JobState;
@@ -143,11 +143,10 @@ impl FarmCore {
         )
         .out(self.progress_item(printer));
         self.commit(tx, After::Nothing);
-        let dest = self.s.spool_dir.join(spool_file_name(job));
         self.push(Effect::Download {
             job: job.to_owned(),
             url,
-            dest,
+            name: crate::source::spool_name(job),
             sha256: sha,
         });
     }

@@ -164,7 +164,10 @@ impl H {
     /// The last download, file check or start asked for.
     fn last_download(&mut self) -> Option<(String, std::path::PathBuf)> {
         self.out.iter().rev().find_map(|e| match e {
-            Effect::Download { job, dest, .. } => Some((job.clone(), dest.clone())),
+            Effect::Download { job, name, .. } => Some((
+                job.clone(),
+                std::path::PathBuf::from(format!("/spool/{name}.gcode")),
+            )),
             _ => None,
         })
     }
@@ -176,6 +179,7 @@ impl H {
                 path: dest,
                 bytes: 100,
                 lines: 10,
+                sha256: String::new(),
             }),
         });
     }

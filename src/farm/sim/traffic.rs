@@ -386,7 +386,8 @@ impl Traffic {
                     },
                 );
             }
-            Effect::Download { job, dest, .. } => {
+            Effect::Download { job, name, .. } => {
+                let dest = PathBuf::from(format!("/spool/{name}.gcode"));
                 let spec = self.specs.get(&job).copied();
                 let delay = 1 + rng.below(4);
                 match spec {
@@ -409,6 +410,7 @@ impl Traffic {
                                     path: dest,
                                     bytes: s.lines * 20,
                                     lines: s.lines,
+                                    sha256: String::new(),
                                 }),
                             },
                         );
@@ -488,5 +490,6 @@ fn queue_job(id: &str) -> QueueJob {
         estimated_time: Some(600),
         model_url: Some(format!("models/{id}.gcode")),
         parameters: None,
+        sha256: None,
     }
 }

@@ -101,17 +101,33 @@ pub(crate) fn options(s: &LinkSettings, status_topic: &str) -> MqttOptions {
             QoS::AtLeastOnce,
             true,
         ));
-    if let Some(user) = &s.username {
-        o.set_credentials(user.clone(), s.password.clone().unwrap_or_default());
-    }
-    if let Some(tls) = &s.tls {
-        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-            ca: tls.ca_pem.clone(),
-            alpn: None,
-            client_auth: tls.client_auth.clone(),
-        }));
-    }
     o
+}
+
+/// `options` completed for one connection attempt: the TLS client config
+/// (built by `tls.rs`, not by rumqttc) and the username and password as
+/// they are now: the password source is read at every attempt, so a
+/// rotated file or credential is used without a restart. `Err` says what
+/// is wrong (never the password).
+pub(crate) fn connect_options(
+    options: &MqttOptions,
+    s: &LinkSettings,
+) -> Result<MqttOptions, String> {
+    let mut o = options.clone();
+    if let Some(tls) = &s.tls {
+        let config = super::tls::client_config(tls)?;
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
+    }
+    if let Some(user) = &s.username {
+        let password = match &s.password {
+            Some(secret) => secret
+                .read()
+                .map_err(|e| format!("no password for the broker: {e}"))?,
+            None => String::new(),
+        };
+        o.set_credentials(user.clone(), password);
+    }
+    Ok(o)
 }
 
 /// An MQTT topic filter: non-empty, no NUL, `+` only as a whole level and

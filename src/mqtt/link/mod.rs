@@ -24,16 +24,23 @@
 //!   then [`AckToken::ack`]; a rejected message should be acked too (after
 //!   its event is stored), or the broker redelivers it at every reconnect;
 //! - on [`LinkEvent::Connected`], (re)publish discovery configs if wanted;
-//! - events are buffered inside the link, so a slow reader never stalls the
-//!   MQTT connection, and the link never waits on `outbox` to send events.
+//! - events are buffered inside the link (bounded: `pending.rs`), so a slow
+//!   reader stalls the MQTT connection only when the buffer is full of QoS 1
+//!   messages, and the link never waits on `outbox` to send events;
+//! - on [`LinkEvent::Discarded`], report the count of QoS 0 messages dropped
+//!   under load.
 
 mod acks;
 mod conn;
+mod pending;
 mod reason;
 mod task;
+mod tls;
 mod window;
 
 use super::topics::Topics;
+use crate::config::Secret;
+pub use pending::{MAX_QUEUED_BYTES, MAX_QUEUED_INBOUND};
 use rumqttc::Publish;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -41,11 +48,19 @@ use tokio::task::JoinHandle;
 
 /// Largest MQTT packet the link sends; larger outbox messages are rejected.
 pub const MAX_PACKET: usize = 256 * 1024;
-/// Largest packet the link accepts. Larger than the 64 KiB inbound payload
-/// limit on purpose: a message up to this size reaches the daemon, is
-/// rejected by `parse_inbound` and acked. A bigger one kills the connection
-/// before it can be acked, so the broker redelivers it at every reconnect.
-pub const MAX_INCOMING_PACKET: usize = 1024 * 1024;
+/// Largest packet rumqttc may read: the MQTT maximum (remaining length
+/// 268,435,455), so rumqttc never refuses one. A packet over its limit makes
+/// rumqttc fail the connection before the message can be acked
+/// (rumqttc-0.25.1 `src/mqttbytes/mod.rs` `check()`), and the broker then
+/// redelivers it at every reconnect, forever. The link applies its own
+/// limit instead ([`MAX_INBOUND_PAYLOAD`]): it acks and drops. rumqttc
+/// reserves a packet's announced size while reading it, so the farm's
+/// broker should cap message sizes (README, Security).
+pub const MAX_INCOMING_PACKET: usize = 268_435_455;
+/// Largest inbound payload handed to the daemon (the inbound parser's
+/// limit). A bigger message is acked, dropped and reported as
+/// [`LinkEvent::Discarded`]: it is never redelivered and never queued.
+pub const MAX_INBOUND_PAYLOAD: usize = 64 * 1024;
 /// Outbox messages taken but not yet acked, at most.
 pub const WINDOW: usize = 64;
 /// How long shutdown waits for the broker to ack the offline status.
@@ -65,7 +80,8 @@ pub struct LinkSettings {
     /// Also the broker's session key; empty means `printgate-<gateway id>`.
     pub client_id: String,
     pub username: Option<String>,
-    pub password: Option<String>,
+    /// Read at every connection attempt (a rotated file is picked up).
+    pub password: Option<Secret>,
     pub tls: Option<TlsSettings>,
     /// At least 1 s (rumqttc refuses less), or zero for none.
     pub keep_alive: Duration,
@@ -98,7 +114,7 @@ impl std::fmt::Debug for LinkSettings {
             .field("port", &self.port)
             .field("client_id", &self.client_id)
             .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("password", &self.password)
             .field("tls", &self.tls)
             .field("keep_alive", &self.keep_alive)
             .field("topics", &self.topics)
@@ -161,15 +177,26 @@ pub enum LinkEvent {
         reason: String,
     },
     Inbound(InboundMessage),
+    /// QoS 0 inbound messages the link dropped because its queue was full
+    /// (the daemon is not keeping up). Consecutive drops are counted in one
+    /// event.
+    Discarded {
+        reason: String,
+        count: u64,
+    },
 }
 
 #[derive(Debug)]
 pub struct InboundMessage {
     pub topic: String,
+    /// At most [`MAX_INBOUND_PAYLOAD`] + 1 bytes (see there).
     pub payload: Vec<u8>,
     /// The broker's retain flag: a stored old message, not a fresh one. The
     /// farm never acts on retained robot reports or commands.
     pub retain: bool,
+    /// The payload's size as the broker sent it (above `payload.len()`
+    /// when the link cut an oversized one).
+    pub size: usize,
     pub ack: AckToken,
 }
 
@@ -286,5 +313,7 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("broker") && shown.contains("***"), "{shown}");
+        s.password = Some(Secret::File("/run/pw".into()));
+        assert!(format!("{s:?}").contains("/run/pw"));
     }
 }

@@ -151,9 +151,8 @@ mod tests {
         let e = ConnectionError::MqttState(StateError::Deserialization(
             rumqttc::Error::PayloadSizeLimitExceeded(2_000_000),
         ));
-        assert!(
-            describe(&e).starts_with("broker sent a 2000000-byte packet, over the 1024 KiB limit")
-        );
+        assert!(describe(&e)
+            .starts_with("broker sent a 2000000-byte packet, over the 262143 KiB limit"));
     }
 
     #[test]

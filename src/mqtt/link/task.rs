@@ -2,17 +2,17 @@
 //! outbox, volatile publishes, the daemon's readiness for events, back-off
 //! timers and shutdown. Owns the window and the current connection.
 
-use super::conn::{next_polled, open, options, sendable, valid_filter, Conn};
+use super::conn::{connect_options, next_polled, open, options, sendable, valid_filter, Conn};
+use super::pending::Pending;
 use super::reason::describe;
 use super::window::Window;
 use super::{AckToken, Control, InboundMessage, LinkEvent, LinkSettings, OutboxMessage};
-use super::{SHUTDOWN_GRACE, WINDOW};
+use super::{MAX_INBOUND_PAYLOAD, SHUTDOWN_GRACE, WINDOW};
 use crate::backoff::{Backoff, ErrorStreak};
 use rumqttc::{
     ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter,
     SubscribeReasonCode,
 };
-use std::collections::VecDeque;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
@@ -35,7 +35,7 @@ pub(crate) struct Link {
     outbox: mpsc::Receiver<OutboxMessage>,
     outbox_open: bool,
     events: mpsc::Sender<LinkEvent>,
-    pending_events: VecDeque<LinkEvent>,
+    pending_events: Pending,
     shutdown: watch::Receiver<bool>,
     control: mpsc::UnboundedReceiver<Control>,
     window: Window,
@@ -78,7 +78,7 @@ impl Link {
             outbox,
             outbox_open: true,
             events,
-            pending_events: VecDeque::new(),
+            pending_events: Pending::default(),
             shutdown,
             control,
             window: Window::new(WINDOW),
@@ -96,12 +96,17 @@ impl Link {
             }
             if self.conn.is_none() && self.retry_at.is_none_or(|t| t <= Instant::now()) {
                 self.retry_at = None;
-                self.conn = Some(open(&self.options));
+                match connect_options(&self.options, &self.settings) {
+                    Ok(options) => self.conn = Some(open(&options)),
+                    Err(reason) => self.lost(reason),
+                }
             }
             self.queue_outbox();
             let step = tokio::select! {
                 changed = self.shutdown.changed() => Step::Shutdown(changed.is_err()),
-                polled = next_polled(&mut self.conn) => Step::Polled(polled),
+                // Full of QoS 1 messages the daemon has not taken: read
+                // nothing more (back-pressure) until it takes some.
+                polled = next_polled(&mut self.conn), if !self.pending_events.is_full() => Step::Polled(polled),
                 _ = sleep_until_opt(self.retry_at) => Step::Retry,
                 msg = self.outbox.recv(), if self.outbox_open && self.window.has_room() => Step::Outbox(msg),
                 Some(control) = self.control.recv() => Step::Control(control),
@@ -120,9 +125,13 @@ impl Link {
                 }) => {
                     let conn = self.conn.as_ref().filter(|c| c.connected);
                     if let (Some(conn), Ok(())) = (conn, sendable(&topic, payload.len())) {
-                        let _ = conn
-                            .client
-                            .try_publish(topic, QoS::AtMostOnce, retain, payload);
+                        // QoS 0 by contract: dropped when rumqttc's queue is full.
+                        if let Err(e) =
+                            conn.client
+                                .try_publish(topic, QoS::AtMostOnce, retain, payload)
+                        {
+                            log::debug!("mqtt: volatile publish dropped: {e}");
+                        }
                     }
                 }
                 Step::Control(Control::Status { birth, will }) => {
@@ -156,7 +165,7 @@ impl Link {
                     msg.seq,
                     msg.topic
                 );
-                self.pending_events.push_back(LinkEvent::Rejected {
+                self.pending_events.push(LinkEvent::Rejected {
                     seq: msg.seq,
                     reason,
                 });
@@ -232,17 +241,17 @@ impl Link {
                     }
                 }
                 if !awaiting_suback {
-                    self.pending_events.push_back(LinkEvent::Connected);
+                    self.pending_events.push(LinkEvent::Connected);
                 }
             }
             Packet::PubAck(ack) => {
                 if let Some(seq) = self.window.on_puback(ack.pkid) {
-                    self.pending_events.push_back(LinkEvent::Delivered { seq });
+                    self.pending_events.push(LinkEvent::Delivered { seq });
                 }
             }
             Packet::SubAck(ack) => {
                 self.subscribed = true;
-                self.pending_events.push_back(LinkEvent::Connected);
+                self.pending_events.push(LinkEvent::Connected);
                 for (code, topic) in ack.return_codes.iter().zip(&self.subscriptions) {
                     if matches!(code, SubscribeReasonCode::Failure) {
                         self.subscribed = false;
@@ -252,19 +261,29 @@ impl Link {
             }
             Packet::Publish(publish) => {
                 let topic = publish.topic.clone();
-                let payload = publish.payload.to_vec();
                 let retain = publish.retain;
+                let size = publish.payload.len();
+                // An oversized payload is cut: the parser still sees that it
+                // is too large, and the queue never holds it whole.
+                let keep = size.min(MAX_INBOUND_PAYLOAD + 1);
+                let payload = publish.payload.get(..keep).unwrap_or_default().to_vec();
+                if size > keep {
+                    log::warn!(
+                        "mqtt: {size}-byte message on {:?}, over the {MAX_INBOUND_PAYLOAD}-byte limit",
+                        publish.topic
+                    );
+                }
                 let ack = match publish.qos {
                     QoS::AtMostOnce => AckToken(None),
                     _ => AckToken::queued(&conn.acks, publish),
                 };
-                self.pending_events
-                    .push_back(LinkEvent::Inbound(InboundMessage {
-                        topic,
-                        payload,
-                        retain,
-                        ack,
-                    }));
+                self.pending_events.push_inbound(InboundMessage {
+                    topic,
+                    payload,
+                    retain,
+                    size,
+                    ack,
+                });
             }
             _ => {}
         }
@@ -283,11 +302,9 @@ impl Link {
                 self.settings.port,
                 self.window.len()
             );
-            self.pending_events
-                .push_back(LinkEvent::Disconnected { reason });
+            self.pending_events.push(LinkEvent::Disconnected { reason });
         } else if was_connected {
-            self.pending_events
-                .push_back(LinkEvent::Disconnected { reason });
+            self.pending_events.push(LinkEvent::Disconnected { reason });
         }
     }
 
@@ -329,7 +346,7 @@ impl Link {
         // Inbound messages that do not make it were never acked: the broker
         // redelivers them next time.
         let handover = Instant::now() + SHUTDOWN_GRACE;
-        for event in self.pending_events.drain(..) {
+        for event in self.pending_events.drain() {
             match tokio::time::timeout_at(handover, self.events.send(event)).await {
                 Ok(Ok(())) => {}
                 _ => break,
