@@ -232,9 +232,9 @@ fn r13_a_flood_of_invalid_messages_costs_few_writes_and_bounded_memory() {
     );
 }
 
-/// `job add --id` of a job that exists never touches that job's file; ids
-/// that the old file-name sanitiser mapped to one name keep separate files;
-/// an empty id is refused.
+/// `job add --id` of a job that exists never touches that job's file; an
+/// empty id is refused. (Ids the old sanitiser mapped to one file name are
+/// in the SHA-256 test below: local ids are plain, MQTT ids may have dots.)
 #[test]
 fn r13_local_jobs_cannot_replace_each_others_files() {
     let rig = Rig::start(
@@ -267,12 +267,6 @@ fn r13_local_jobs_cannot_replace_each_others_files() {
         "job-x's file was replaced"
     );
 
-    rig.add_job("p1", "job.42", 3, 30);
-    rig.add_job("p1", "job_42", 4, 50);
-    let a = std::fs::read(file_of("job.42")).unwrap();
-    let b = std::fs::read(file_of("job_42")).unwrap();
-    assert_ne!(a, b, "job.42 and job_42 share a file");
-
     let (empty, _) = super::e2e_support::add_job(rig.dir(), &rig.config, "p1", "", 5, 10);
     assert!(!empty.status.success(), "an empty id was accepted");
     assert!(!spool.join(".gcode").exists());
@@ -284,4 +278,94 @@ fn r13_local_jobs_cannot_replace_each_others_files() {
         .filter(|n| n.ends_with(".part"))
         .collect();
     assert!(parts.is_empty(), "left behind: {parts:?}");
+}
+
+/// A model whose SHA-256 differs from the assignment's `sha256` is never
+/// printed (the download fails for good, the plate stays clear); the same
+/// model with the right hash prints.
+#[test]
+fn r13_a_model_with_the_wrong_sha256_is_never_printed() {
+    use super::server::{Reply, Server};
+    use std::sync::Arc;
+    let models = super::e2e_support::TestDir::new("trust-sha-models");
+    let model = models.path().join("m.gcode");
+    let moves = super::e2e_support::write_job(&model, 9, 30);
+    let body = std::fs::read(&model).unwrap();
+    let right = printgate::source::checksum::hex(&printgate::source::checksum::sha256(&body));
+    let served = body.clone();
+    let qm = Server::start_routed(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(move |r: &super::server::Request| {
+            if r.line.starts_with("GET /models/") {
+                Reply::new(200, served.clone())
+            } else {
+                Reply::new(204, "")
+            }
+        }),
+    );
+    let rig = Rig::start(
+        broker(),
+        Spec {
+            name: "sha",
+            prefix: "sha/",
+            gateway: "gw-sha",
+            discovery: "ha-sha",
+            printers: &["p1"],
+            sim_args: &[],
+            queue_manager: Some(qm.url()),
+            triggers: &[],
+        },
+    );
+    let m = &rig.mirror;
+    let events = "sha/printer/p1/event";
+    rig.cli(&["clear", "p1"]);
+    let wrong = "0".repeat(64);
+    let mark = m.len();
+    m.publish(
+        "sha/printer/p1/assignement",
+        format!(r#"{{"jobId":"bad","modelUrl":"models/m.gcode","sha256":"{wrong}"}}"#).as_bytes(),
+    );
+    let (_, failed) = m.wait_event(events, "job_failed", mark);
+    assert_eq!(failed.json["jobId"], "bad");
+    let why = failed.json["message"].as_str().unwrap();
+    assert!(
+        why.contains("sha256") || why.contains("SHA-256") || why.contains("checksum"),
+        "{why}"
+    );
+    assert!(
+        super::e2e_support::executed_moves(&rig.sim_log("p1")).is_empty(),
+        "a line of the mismatching model was printed"
+    );
+    // Nothing reached the printer: the plate is still clear, the next runs.
+    let mark = m.len();
+    m.publish(
+        "sha/printer/p1/assignement",
+        format!(r#"{{"jobId":"good","modelUrl":"models/m.gcode","sha256":"{right}"}}"#).as_bytes(),
+    );
+    let (_, done) = m.wait_event(events, "job_completed", mark);
+    assert_eq!(done.json["jobId"], "good");
+    super::rig::wait_for("the simulator's log", || {
+        (super::e2e_support::executed_moves(&rig.sim_log("p1")).len() >= moves.len()).then_some(())
+    });
+    assert_eq!(
+        super::e2e_support::executed_moves(&rig.sim_log("p1")),
+        moves
+    );
+
+    // Two ids the old file-name sanitiser mapped to one name
+    // (`job.42` and `job_42-7302453c`) download to two files.
+    let spool = rig.data.join("spool");
+    let file_of = |id: &str| spool.join(format!("{}.gcode", printgate::source::spool_name(id)));
+    for id in ["job.42", "job_42-7302453c"] {
+        rig.cli(&["clear", "p1"]);
+        let mark = m.len();
+        m.publish(
+            "sha/printer/p1/assignement",
+            format!(r#"{{"jobId":"{id}","modelUrl":"models/m.gcode"}}"#).as_bytes(),
+        );
+        let (_, done) = m.wait_event(events, "job_completed", mark);
+        assert_eq!(done.json["jobId"], id);
+    }
+    assert_ne!(file_of("job.42"), file_of("job_42-7302453c"));
+    assert!(file_of("job.42").exists() && file_of("job_42-7302453c").exists());
 }

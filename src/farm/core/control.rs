@@ -64,10 +64,7 @@ impl FarmCore {
             Ok(Some(text)) => Response::ok(text),
             Err(text) => Response::err(text),
         };
-        self.push(Effect::Reply {
-            id: reply,
-            response,
-        });
+        self.reply(reply, response);
     }
 
     fn live_status(&self) -> Response {
@@ -165,10 +162,7 @@ impl FarmCore {
         if let Err(e) = result {
             self.push(Effect::RemoveFile { path: add.upload });
             let response = Response::err(format!("job {job} rejected: {e}"));
-            self.push(Effect::Reply {
-                id: add.reply,
-                response,
-            });
+            self.reply(add.reply, response);
             return true;
         }
         let dest = self.s.spool_dir.join(spool_file_name(job));
@@ -259,10 +253,7 @@ impl FarmCore {
             }
         };
         if let Some(a) = add {
-            self.push(Effect::Reply {
-                id: a.reply,
-                response,
-            });
+            self.reply(a.reply, response);
         }
     }
 }

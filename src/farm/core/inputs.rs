@@ -230,7 +230,7 @@ impl FarmCore {
             }
         };
         if let Some(id) = reply {
-            self.push(Effect::Reply { id, response });
+            self.reply(id, response);
         }
         for a in acks {
             self.push(Effect::Ack(a));

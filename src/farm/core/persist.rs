@@ -99,6 +99,9 @@ pub(super) struct WriteQueue {
     in_flight: Option<OpId>,
     retry_at: Option<Instant>,
     delay: Option<Duration>,
+    /// Operator answers held until the write queued before them is settled:
+    /// an answer describes what is stored.
+    replies: Vec<(OpId, ReplyId, Response)>,
 }
 
 /// One event per kind of rejected input per window, with a count of the
@@ -194,6 +197,15 @@ impl FarmCore {
         false
     }
 
+    /// Answers an operator once every write queued so far is settled (at
+    /// once when none is waiting).
+    pub(super) fn reply(&mut self, id: ReplyId, response: Response) {
+        match self.writes.queue.back() {
+            Some(last) => self.writes.replies.push((last.op, id, response)),
+            None => self.push(Effect::Reply { id, response }),
+        }
+    }
+
     /// Writes not yet durable.
     pub(super) fn writes_pending(&self) -> usize {
         self.writes.queue.len()
@@ -242,6 +254,13 @@ impl FarmCore {
         let Some(done) = done else {
             return;
         };
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.writes.replies)
+            .into_iter()
+            .partition(|(after, _, _)| *after == done.op);
+        self.writes.replies = waiting;
+        for (_, id, response) in ready {
+            self.push(Effect::Reply { id, response });
+        }
         let ok = result.is_ok();
         match done.after {
             After::Nothing => {}
@@ -266,7 +285,7 @@ impl FarmCore {
                     Err(e) => Response::err(format!("job {job}: cancel refused: {}", e.message)),
                 };
                 if let Some(id) = reply {
-                    self.push(Effect::Reply { id, response });
+                    self.reply(id, response);
                 }
             }
             After::Purged => {
