@@ -175,6 +175,13 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
     if let Err(e) = farm_task.await {
         error!("the farm task failed: {e}");
     }
+    // Downloads the stop aborted (a thread may still sit in a slow read:
+    // the runtime does not wait for it) leave no partial file behind.
+    match crate::source::clean_partial_files(&spool_dir) {
+        Ok(0) => {}
+        Ok(n) => info!("removed {n} partial download(s)"),
+        Err(e) => warn!("cannot clean {}: {e}", spool_dir.display()),
+    }
     for task in tasks {
         if tokio::time::timeout(Duration::from_secs(5), task)
             .await

@@ -198,3 +198,54 @@ fn refused_while_printing(rig: &mut Rig) {
     rig.stop();
     eprintln!("queue e2e, queue manager down mid-print: the print finished, polls resumed once it was back");
 }
+
+/// Issue 12, defect 15: SIGTERM while a model download stalls (a slow
+/// read with a 30 s time-out, retries with back-off) ends the daemon within
+/// systemd's budget (printgate promises 10 s of `TimeoutStopSec=30`), and
+/// the next start removes the partial file and downloads again.
+#[test]
+fn r12_15_stop_during_a_stalled_download_is_prompt_and_leaves_nothing() {
+    let mut rig = Rig::new(
+        "stopdl",
+        Options {
+            read_timeout_s: 30,
+            max_retries: 5,
+            ..Options::default()
+        },
+    );
+    let job = rig.add(QmJob::new("stall", 1), 800);
+    let body = rig.body(&job);
+    let held = Reply::new(200, body.clone()).end(End::StallAfter(body.len() / 2));
+    rig.qm.model_fault(&job, held, 1);
+    rig.start();
+    rig.wait_connected();
+    rig.clear_waiting();
+    wait_until("the model half sent", LIMIT, || {
+        rig.qm.count(&model_path(&job)) == 1 && rig.job_state(&job.id) == "downloading"
+    });
+    let asked = std::time::Instant::now();
+    rig.stop();
+    let took = asked.elapsed();
+    eprintln!(
+        "stop during a stalled download: {:.2} s",
+        took.as_secs_f64()
+    );
+    // The contract with systemd (TimeoutStopSec=30), not a speed figure.
+    assert!(
+        took <= std::time::Duration::from_secs(10),
+        "stop took {took:?}"
+    );
+    // The partial file is gone; the next start downloads again.
+    let spool = rig.dir().join("data").join("spool");
+    let parts: Vec<String> = std::fs::read_dir(&spool)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".part"))
+        .collect();
+    assert!(parts.is_empty(), "left behind: {parts:?}");
+    rig.start();
+    rig.clear_waiting();
+    rig.wait_job(&job.id, "completed");
+    rig.check_no_repeats();
+}

@@ -119,6 +119,11 @@ impl Rig {
         }
     }
 
+    /// The rig's folder (the daemon's data folder is `data/` in it).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     pub fn cfg(&self) -> &str {
         self.config.to_str().unwrap()
     }
