@@ -199,3 +199,20 @@ fn unwritable_data_folder_is_one_clear_error() {
     assert!(err.contains("/proc/printgate-test-data"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// The helpers fail the test on a CLI error or a missing log instead of
+/// returning an empty list. With empty lists, `jobs_print_once...`'s
+/// "nothing may start before a plate is clear" (`all(ready)` over no jobs)
+/// and the crash campaign's "no line printed twice" (over no lines) passed
+/// whatever the daemon did.
+#[test]
+fn e2e_helpers_fail_loudly_instead_of_returning_nothing() {
+    let dir = TestDir::new("daemon-helpers");
+    let config = gateway_config(dir.path(), &[("p1", dir.path().join("tty"))], None);
+    // No daemon ever ran here: `printgate jobs --json` fails (no database).
+    let jobs = std::panic::catch_unwind(|| jobs_json(&config));
+    assert!(jobs.is_err(), "jobs_json returned {:?}", jobs.ok());
+    let missing = dir.path().join("never-written.log");
+    let moves = std::panic::catch_unwind(|| executed_moves(&missing));
+    assert!(moves.is_err(), "executed_moves returned {:?}", moves.ok());
+}
