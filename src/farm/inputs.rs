@@ -256,6 +256,7 @@ impl Farm {
                 nozzle_target: s.temps.nozzle_target,
                 bed: s.temps.bed,
                 bed_target: s.temps.bed_target,
+                link: s.link,
             })
             .collect();
         Response {

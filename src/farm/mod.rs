@@ -94,6 +94,8 @@ pub struct Slot {
     pub next_pull: Option<Instant>,
     /// Back-off and log-once state of failing polls.
     pub pull_errors: PullErrors,
+    /// The link's protocol counters, summed over finished jobs.
+    pub link: control::LinkCounters,
 }
 
 impl Slot {
@@ -122,6 +124,7 @@ impl Slot {
             pull_in_flight: false,
             next_pull: None,
             pull_errors: PullErrors::default(),
+            link: control::LinkCounters::default(),
         }
     }
 }

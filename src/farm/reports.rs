@@ -94,8 +94,11 @@ impl Farm {
                 job_id,
                 outcome,
                 progress,
-                ..
+                stats,
             } => {
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.link.add(&stats);
+                }
                 self.on_job_finished(&id, &job_id, outcome, progress.percent)
                     .await;
             }
