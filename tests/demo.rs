@@ -1,5 +1,7 @@
 //! `printgate demo` as a user runs it: the real binary, end to end, in a
-//! pipe (plain lines) and on a pseudo-terminal (the live table).
+//! pipe (plain lines) and on a pseudo-terminal (the live table). The
+//! gateway builds for boards leave the demo out (`--no-default-features`).
+#![cfg(feature = "embedded-broker")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Read;
