@@ -240,22 +240,24 @@ fn next_job_is_most_urgent_then_oldest_and_matches_filament() {
 }
 
 #[test]
-fn record_progress_updates_the_job() {
+fn record_progress_updates_the_job_and_queues_nothing() {
     let dir = TestDir::new("progress");
     let store = open_with_printers(&dir);
     start(&store, "j1", "p1");
+    store.record_progress("j1", 5, 50.0).blocking().unwrap();
+    let j = store.get_job("j1").blocking().unwrap().unwrap();
+    assert_eq!((j.lines_done, j.progress), (5, 50.0));
+    assert_eq!(store.outbox_len().blocking().unwrap(), 0, "a last value");
+    store.record_progress("j1", 6, f64::NAN).blocking().unwrap();
+    let j = store.get_job("j1").blocking().unwrap().unwrap();
+    assert_eq!(j.progress, 0.0, "NaN from a broken estimate is stored as 0");
+    // The path of the farm that still queues progress rows.
     let seq = store
-        .record_progress("j1", 5, 50, 50.0, Some(progress("p1", 50)))
+        .record_progress_queued("j1", 7, 70, 70.0, Some(progress("p1", 70)))
         .blocking();
     assert_eq!(seq.unwrap(), Some(1));
     let j = store.get_job("j1").blocking().unwrap().unwrap();
-    assert_eq!((j.lines_done, j.bytes_done, j.progress), (5, 50, 50.0));
-    store
-        .record_progress("j1", 6, 60, f64::NAN, None)
-        .blocking()
-        .unwrap();
-    let j = store.get_job("j1").blocking().unwrap().unwrap();
-    assert_eq!(j.progress, 0.0, "NaN from a broken estimate is stored as 0");
+    assert_eq!((j.lines_done, j.bytes_done, j.progress), (7, 70, 70.0));
     let err = store
         .set_printer_state(
             "p1",
@@ -271,7 +273,7 @@ fn record_progress_updates_the_job() {
         "{err}"
     );
     let err = store
-        .record_progress("nope", 1, 1, 1.0, None)
+        .record_progress("nope", 1, 1.0)
         .blocking()
         .unwrap_err();
     assert!(matches!(err, StoreError::UnknownJob(_)));

@@ -73,7 +73,7 @@ impl Farm {
                 let item = self.msgs.progress(&view_of(slot));
                 if let Err(e) = self
                     .store
-                    .record_progress(&job_id, progress.lines_done, 0, progress.percent, item)
+                    .record_progress_queued(&job_id, progress.lines_done, 0, progress.percent, item)
                     .await
                 {
                     warn!("printer {id}: progress of job {job_id} not saved: {e}");

@@ -7,8 +7,8 @@
 
 use super::outbox::{enqueue, enqueue_opt};
 use super::types::{
-    job_from_row, now_s, sql_u64, AddOutcome, Job, NewJob, OutboxItem, PurgedJob, RecoveredJob,
-    Recovery, JOB_COLUMNS,
+    job_from_row, now_s, row_u64, sql_u64, AddOutcome, Job, NewJob, OutboxItem, PurgedJob,
+    RecoveredJob, Recovery, JOB_COLUMNS,
 };
 use super::StoreError;
 use crate::lifecycle::{job_transition_allowed, JobState};
@@ -205,14 +205,34 @@ pub(crate) fn next_for(
         .optional()?)
 }
 
-pub(crate) fn purge(tx: &Connection, older_than: Duration) -> Result<Vec<PurgedJob>, StoreError> {
+/// Jobs deleted per retention transaction: a first purge after months
+/// off writes a few hundred KiB of WAL per batch, not one huge transaction.
+pub const PURGE_BATCH: usize = 500;
+
+/// Terminal jobs that finished at or before `cutoff` (Unix seconds).
+const PURGE_WHERE: &str = "finished_at IS NOT NULL AND finished_at <= ?1
+    AND state IN ('completed', 'failed', 'cancelled', 'interrupted')";
+
+/// The finish time at or before which a job is purged.
+pub(crate) fn purge_cutoff(older_than: Duration) -> i64 {
     let age = i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX);
-    let cutoff = now_s().saturating_sub(age);
-    let mut stmt = tx.prepare(
-        "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ?1
-         AND state IN ('completed', 'failed', 'cancelled', 'interrupted')
-         RETURNING id, gcode_path",
-    )?;
+    now_s().saturating_sub(age)
+}
+
+/// How many jobs [`purge`] would delete.
+pub(crate) fn purge_due(conn: &Connection, cutoff: i64) -> Result<u64, StoreError> {
+    let sql = format!("SELECT COUNT(*) FROM jobs WHERE {PURGE_WHERE}");
+    Ok(conn.query_row(&sql, [cutoff], |r| row_u64(r, 0))?)
+}
+
+/// Deletes up to [`PURGE_BATCH`] jobs that finished at or before `cutoff`
+/// (their history goes with them: `ON DELETE CASCADE`).
+pub(crate) fn purge(tx: &Connection, cutoff: i64) -> Result<Vec<PurgedJob>, StoreError> {
+    let sql = format!(
+        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE {PURGE_WHERE} LIMIT {PURGE_BATCH})
+         RETURNING id, gcode_path"
+    );
+    let mut stmt = tx.prepare(&sql)?;
     let purged = stmt
         .query_map([cutoff], |r| {
             Ok(PurgedJob {
