@@ -28,6 +28,7 @@ pub mod daemon;
 #[cfg(feature = "embedded-broker")]
 pub mod demo;
 pub mod farm;
+pub mod iostats;
 pub mod lifecycle;
 pub mod mqtt;
 pub mod notify;
@@ -37,3 +38,4 @@ pub mod rng;
 pub mod sim;
 pub mod source;
 pub mod store;
+pub mod timescale;

@@ -101,6 +101,9 @@ pub struct Response {
     pub job_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub printers: Option<Vec<LivePrinter>>,
+    /// Bytes written and fsyncs, with `Status` (absent from older daemons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io: Option<crate::iostats::IoReport>,
 }
 
 impl Response {
@@ -110,6 +113,7 @@ impl Response {
             message: message.into(),
             job_id: None,
             printers: None,
+            io: None,
         }
     }
     pub fn err(message: impl Into<String>) -> Self {
@@ -118,6 +122,7 @@ impl Response {
             message: message.into(),
             job_id: None,
             printers: None,
+            io: None,
         }
     }
 }

@@ -48,6 +48,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// (store, socket); everything after start-up is handled and logged.
 pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let data_dir = config.gateway.data_dir.clone();
+    // Benchmarks only (see crate::timescale); real time unless set.
+    let scale = crate::timescale::TimeScale::from_env().map_err(anyhow::Error::msg)?;
+    if !scale.is_real_time() {
+        warn!(
+            "{}: intervals run {}x faster (benchmarks only)",
+            crate::timescale::ENV,
+            scale.factor()
+        );
+    }
     let store = Store::open(&data_dir)
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     let spool_dir = data_dir.join("spool");
@@ -89,12 +98,12 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
     let (report_tx, report_rx) = mpsc::channel(1024);
     let (farm_tx, farm_rx) = mpsc::channel(256);
     let rows = store.list_printers().await?;
-    let progress_interval = Duration::from_secs(
+    let progress_interval = scale.apply(Duration::from_secs(
         config
             .mqtt
             .as_ref()
             .map_or(10, |m| m.progress_interval_s.max(1)),
-    );
+    ));
     let mut slots = Vec::new();
     let mut tasks = Vec::new();
     for p in config.printers() {
@@ -134,18 +143,18 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
 
     let settings = FarmSettings {
         spool_dir,
-        idle_announce: Duration::from_secs(
+        idle_announce: scale.apply(Duration::from_secs(
             config
                 .mqtt
                 .as_ref()
                 .map_or(10, |m| m.idle_announce_s.max(1)),
-        ),
-        poll_interval: Duration::from_secs(
+        )),
+        poll_interval: scale.apply(Duration::from_secs(
             config
                 .queue_manager
                 .as_ref()
                 .map_or(5, |q| q.poll_interval_s.max(1)),
-        ),
+        )),
         timeout_factor: config.jobs.timeout_factor,
         max_job: Duration::from_secs(config.jobs.max_job_hours.max(1) * 3600),
         retention: Duration::from_secs(config.jobs.retention_hours * 3600),

@@ -261,6 +261,7 @@ impl Farm {
             .collect();
         Response {
             printers: Some(printers),
+            io: Some(crate::iostats::IoReport::collect(&self.store)),
             ..Response::ok("printgate is running")
         }
     }
