@@ -21,7 +21,8 @@ pub struct FarmRun {
     pub store_bytes_per_printer_hour: f64,
 }
 
-struct Kid(Child);
+/// A child process stopped with SIGTERM (then SIGKILL after 10 s) on drop.
+pub(super) struct Kid(pub Child);
 impl Drop for Kid {
     fn drop(&mut self) {
         let _ = Command::new("kill")
@@ -40,11 +41,15 @@ impl Drop for Kid {
     }
 }
 
-fn exe() -> anyhow::Result<PathBuf> {
+pub(super) fn exe() -> anyhow::Result<PathBuf> {
     Ok(std::env::current_exe()?)
 }
 
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
+pub(super) fn wait_for(
+    what: &str,
+    limit: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     while !cond() {
         if Instant::now() > deadline {
