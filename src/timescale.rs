@@ -1,6 +1,7 @@
 //! A hidden knob for benchmarks: `PRINTGATE_TIME_SCALE=60` divides the
 //! daemon's periodic intervals (progress reports, idle announcements, queue
-//! polls, and the farm's progress persistence) by 60, so that `printgate
+//! polls, the store's idle checkpoint, and the farm's progress persistence)
+//! by 60, so that `printgate
 //! bench sdwear` runs a simulated hour of a farm in a minute with every
 //! time-driven write happening as often per simulated hour as at the
 //! defaults. Intervals become sub-second, which the config cannot express.

@@ -6,6 +6,7 @@ mod farm;
 #[cfg(feature = "embedded-broker")]
 mod mqtt;
 mod sdwear;
+mod sdwear_report;
 mod sdwear_rig;
 mod serial;
 

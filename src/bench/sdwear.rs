@@ -24,11 +24,11 @@
 //! device and reads 0 bytes (refused unless `--allow-tmpfs`).
 
 use super::farm::wait_for;
-use super::sdwear_rig::{fs_type, start_sims, Daemon, KernelSyncs, SyncProbe};
+use super::sdwear_report::{print_table, PerPrinterHour, ScenarioReport, SdwearReport};
+use super::sdwear_rig::{fs_type, start_sims, Daemon, SyncProbe};
 use crate::control::Request;
 use crate::iostats::{IoReport, ProcessIo};
 use crate::store::StoreReader;
-use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -90,52 +90,6 @@ const SCENARIOS: [Scenario; 3] = [
         broker: false,
     },
 ];
-
-/// Per printer and simulated hour, over the window.
-#[derive(Debug, Default, Serialize)]
-pub struct PerPrinterHour {
-    /// `write_bytes` of the daemon process.
-    pub process_write_bytes: f64,
-    /// The store's own counters (`None` from a daemon without them).
-    pub store_bytes: Option<f64>,
-    pub store_syncs: Option<f64>,
-    pub commits_durable: Option<f64>,
-    pub commits_non_durable: Option<f64>,
-    pub checkpoints: Option<f64>,
-    pub wal_frames: Option<f64>,
-    pub log_bytes: f64,
-    pub log_lines: f64,
-    /// The kernel's count, with `--cross-check`.
-    pub kernel_syncs: Option<f64>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ScenarioReport {
-    pub name: &'static str,
-    pub printers: u16,
-    pub window_seconds: f64,
-    pub simulated_hours: f64,
-    pub per_printer_hour: PerPrinterHour,
-    /// Totals over the window, for the record.
-    pub store_syncs: Option<u64>,
-    pub kernel: Option<KernelSyncs>,
-    pub cross_check_error: Option<String>,
-    /// Size of each job's G-code file (uploaded before the window).
-    pub model_bytes_per_job: u64,
-    pub outbox_rows_after: u64,
-    /// `printgate.db` + `-wal` after the window.
-    pub db_bytes_after: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct SdwearReport {
-    pub machine: String,
-    pub fs_type: String,
-    pub scale: f64,
-    pub scenarios: Vec<ScenarioReport>,
-    /// Scenarios this build cannot run (no embedded broker).
-    pub skipped: Vec<String>,
-}
 
 pub fn run(args: SdwearArgs) -> anyhow::Result<std::process::ExitCode> {
     if !(args.scale.is_finite() && (1.0..=crate::timescale::MAX).contains(&args.scale)) {
@@ -383,57 +337,4 @@ fn config_text(dir: &Path, data: &Path, port: u16, printers: usize) -> String {
         ));
     }
     text
-}
-
-fn print_table(r: &SdwearReport) {
-    println!("machine: {}", r.machine);
-    println!(
-        "data on {}; a simulated hour takes {:.0} s (time scale {}); figures per printer-hour",
-        r.fs_type,
-        3600.0 / r.scale,
-        r.scale
-    );
-    println!(
-        "{:<12} {:>12} {:>12} {:>7} {:>7} {:>8} {:>9} {:>5} {:>10} {:>7}",
-        "scenario",
-        "write_bytes",
-        "store bytes",
-        "fsyncs",
-        "kernel",
-        "durable",
-        "non-dur.",
-        "ckpt",
-        "log bytes",
-        "outbox"
-    );
-    let opt = |v: Option<f64>, prec: usize| v.map_or_else(|| "-".into(), |v| format!("{v:.prec$}"));
-    for s in &r.scenarios {
-        let p = &s.per_printer_hour;
-        println!(
-            "{:<12} {:>12.0} {:>12} {:>7} {:>7} {:>8} {:>9} {:>5} {:>10.0} {:>7}",
-            s.name,
-            p.process_write_bytes,
-            opt(p.store_bytes, 0),
-            opt(p.store_syncs, 1),
-            opt(p.kernel_syncs, 1),
-            opt(p.commits_durable, 1),
-            opt(p.commits_non_durable, 1),
-            opt(p.checkpoints, 2),
-            p.log_bytes,
-            s.outbox_rows_after,
-        );
-        if let Some(e) = &s.cross_check_error {
-            println!("  cross-check failed: {e}");
-        }
-    }
-    if let Some(s) = r.scenarios.iter().find(|s| s.model_bytes_per_job > 0) {
-        println!(
-            "model files (payload, written once per job, not above): {} bytes per job",
-            s.model_bytes_per_job
-        );
-    }
-    for s in &r.skipped {
-        println!("skipped: {s}");
-    }
-    println!("targets: printing <= 500000 bytes and <= 120 fsyncs, idle <= 50000 bytes and <= 10 fsyncs per printer-hour");
 }
