@@ -275,3 +275,31 @@ fn retention_purges_in_batches_with_one_durable_commit() {
         .is_empty());
     assert_eq!(store.io_stats(), before, "nothing to purge writes nothing");
 }
+
+/// The WAL bytes counted from frames are what the writer thread really
+/// passed to `write(2)` (measured inside one operation, so no answer's
+/// eventfd wake-up is mixed in).
+#[cfg(target_os = "linux")]
+#[test]
+fn bytes_written_is_what_the_writer_thread_wrote() {
+    let dir = TestDir::new("io-bytes");
+    let store = printing_store(&dir);
+    let before = store.io_stats();
+    let wrote = store
+        .submit(|w| {
+            let start = super::wal::thread_wchar().unwrap_or(0);
+            for i in 0..20 {
+                let durable = i % 5 == 0;
+                w.write(durable, |tx, h| {
+                    jobs::progress(tx, h, "j1", i, 0, 1.0, None).map(|_| ())
+                })?;
+            }
+            Ok(super::wal::thread_wchar().unwrap_or(0) - start)
+        })
+        .blocking()
+        .unwrap();
+    let d = delta(store.io_stats(), before);
+    assert!(wrote > 20 * 4096, "{wrote}");
+    assert_eq!(d.bytes_written, wrote, "{d:?}");
+    assert_eq!((d.commits_durable, d.commits_non_durable), (4, 16));
+}

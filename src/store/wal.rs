@@ -26,20 +26,23 @@
 //! counted but does not happen (the count errs high). `printgate bench
 //! sdwear --cross-check` compares the count with the kernel's.
 //!
-//! Counting bytes: `wchar` of the writer thread from
-//! `/proc/thread-self/io`, i.e. every byte SQLite passed to `write(2)` for
-//! us (WAL frames and headers, checkpointed pages). Where `/proc` cannot be
-//! read it is estimated from frames and page size (`bytes_estimated`).
-//! The `-shm` index is a shared memory map: the kernel writes it back
-//! without a system call; the process's `write_bytes` includes it.
+//! Counting bytes: what SQLite passes to `write(2)` for us. WAL appends are
+//! exact from the frame count (each frame is a 24-byte header and a page,
+//! each new WAL a 32-byte header); a checkpoint's writes (each changed page
+//! once, in the database file) are the writer thread's `wchar` (from
+//! `/proc/thread-self/io`) across the checkpoint call, estimated as one page
+//! per copied frame where `/proc` cannot be read (`bytes_estimated`). The
+//! thread's `wchar` as a whole would also count the 8-byte eventfd writes
+//! that wake the tokio tasks waiting for answers. The `-shm` index is a
+//! shared memory map: the kernel writes it back without a system call; the
+//! process's `write_bytes` includes it.
 
 use super::StoreError;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Checkpoint when this many frames wait in the WAL (about 4 MiB at 4 KiB
@@ -71,9 +74,9 @@ fn on_commit(_: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlite::Res
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoreIo {
-    /// Bytes the writer thread passed to `write(2)`.
+    /// Bytes SQLite passed to `write(2)` for the store (WAL, database).
     pub bytes_written: u64,
-    /// `bytes_written` is an estimate (no `/proc`).
+    /// Part of `bytes_written` is an estimate (no `/proc`).
     pub bytes_estimated: bool,
     /// fsyncs SQLite issued for the store (counted as the module doc says).
     pub syncs: u64,
@@ -97,24 +100,21 @@ pub(crate) struct Counters {
     commits_non_durable: AtomicU64,
     checkpoints: AtomicU64,
     wal_frames: AtomicU64,
+    wal_headers: AtomicU64,
     checkpointed_frames: AtomicU64,
+    checkpoint_bytes: AtomicU64,
+    checkpoint_bytes_estimated: AtomicBool,
     page_size: AtomicU64,
-    /// `/proc/<pid>/task/<tid>/io` of the writer thread.
-    thread_io: OnceLock<PathBuf>,
 }
 
 impl Counters {
     pub fn snapshot(&self) -> StoreIo {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let wchar = self
-            .thread_io
-            .get()
-            .and_then(|path| proc_field(path, "wchar"));
-        let estimate = get(&self.wal_frames) * (get(&self.page_size) + 24)
-            + get(&self.checkpointed_frames) * get(&self.page_size);
+        let wal = get(&self.wal_frames) * (get(&self.page_size) + FRAME_HEADER)
+            + get(&self.wal_headers) * WAL_HEADER;
         StoreIo {
-            bytes_written: wchar.unwrap_or(estimate),
-            bytes_estimated: wchar.is_none(),
+            bytes_written: wal + get(&self.checkpoint_bytes),
+            bytes_estimated: self.checkpoint_bytes_estimated.load(Ordering::Relaxed),
             syncs: get(&self.syncs),
             commits_durable: get(&self.commits_durable),
             commits_non_durable: get(&self.commits_non_durable),
@@ -129,11 +129,15 @@ impl Counters {
     }
 }
 
-/// One `name: value` line of a `/proc/.../io` file.
-pub(crate) fn proc_field(path: &std::path::Path, name: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
+/// Bytes before each page in the WAL, and at the start of a new WAL.
+const FRAME_HEADER: u64 = 24;
+const WAL_HEADER: u64 = 32;
+
+/// `wchar` of the calling thread: bytes it passed to `write(2)` so far.
+pub(crate) fn thread_wchar() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/io").ok()?;
     text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .find_map(|l| l.strip_prefix("wchar:"))
         .and_then(|v| v.trim().parse().ok())
 }
 
@@ -158,11 +162,6 @@ impl WalBook {
         counters
             .page_size
             .store(u64::try_from(page).unwrap_or(0), Ordering::Relaxed);
-        if let Ok(link) = std::fs::read_link("/proc/thread-self") {
-            let _ = counters
-                .thread_io
-                .set(PathBuf::from("/proc").join(link).join("io"));
-        }
         let mut book = WalBook {
             counters,
             length: 0,
@@ -187,6 +186,7 @@ impl WalBook {
         };
         if restarted {
             self.backfilled = 0;
+            Counters::add(&c.wal_headers, 1);
             Counters::add(&c.syncs, 1); // the new header
         }
         if durable {
@@ -207,15 +207,24 @@ impl WalBook {
 
     /// A passive checkpoint (never waits for readers) and its bookkeeping.
     pub fn checkpoint(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        let wchar_before = thread_wchar();
         let (log, done): (i64, i64) =
             conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                 Ok((r.get(1)?, r.get(2)?))
             })?;
+        let wrote = wchar_before
+            .zip(thread_wchar())
+            .map(|(a, b)| b.saturating_sub(a));
         let (log, done) = (log.max(0) as u64, done.max(0) as u64);
         // `done` counts every copied frame, including earlier checkpoints'.
         let copied = done.saturating_sub(self.backfilled);
         let c = &self.counters;
         if copied > 0 {
+            if wrote.is_none() {
+                c.checkpoint_bytes_estimated.store(true, Ordering::Relaxed);
+            }
+            let page = c.page_size.load(Ordering::Relaxed);
+            Counters::add(&c.checkpoint_bytes, wrote.unwrap_or(copied * page));
             Counters::add(&c.checkpoints, 1);
             Counters::add(&c.checkpointed_frames, copied);
             Counters::add(&c.syncs, 1); // the WAL, before copying
