@@ -341,3 +341,66 @@ async fn async_callers_await_the_same_operations() {
     store.close().await.unwrap();
     assert!(matches!(other.outbox_len().await, Err(StoreError::Closed)));
 }
+
+#[test]
+fn a_batch_commits_together_with_one_fsync_or_not_at_all() {
+    use printgate::store::StoreWrite;
+    let dir = TestDir::new("batch");
+    let store = open_with_printers(&dir);
+    start(&store, "j1", "p1");
+    let before = store.io_stats();
+    let finish = vec![
+        StoreWrite::Progress {
+            job: "j1".into(),
+            lines_done: 99,
+            percent: 100.0,
+        },
+        StoreWrite::Transition {
+            job: "j1".into(),
+            to: JobState::Completed,
+            reason: None,
+            event: Some(event("p1", "job_completed")),
+        },
+        StoreWrite::Printer {
+            printer: "p1".into(),
+            state: PrinterState::AwaitingClear,
+            plate_clear: None,
+            current_job: Some(None),
+            event: Some(event("p1", "awaiting_clear")),
+        },
+        StoreWrite::Enqueue(event("p1", "job_complete topic")),
+    ];
+    let seqs = store.apply(finish).blocking().unwrap();
+    assert_eq!(seqs, [None, Some(1), Some(2), Some(3)]);
+    let after = store.io_stats();
+    assert_eq!(after.commits_durable - before.commits_durable, 1);
+    assert_eq!(after.syncs - before.syncs, 1);
+    let j = store.get_job("j1").blocking().unwrap().unwrap();
+    assert_eq!((j.state, j.lines_done), (JobState::Completed, 99));
+    // All or nothing: an illegal move rolls back the legal one before it.
+    let bad = vec![
+        StoreWrite::Enqueue(event("p1", "lost")),
+        StoreWrite::Transition {
+            job: "j1".into(),
+            to: JobState::Printing,
+            reason: None,
+            event: None,
+        },
+    ];
+    let err = store.apply(bad).blocking().unwrap_err();
+    assert!(matches!(err, StoreError::IllegalTransition { .. }), "{err}");
+    assert_eq!(
+        store.outbox_len().blocking().unwrap(),
+        3,
+        "nothing of it stayed"
+    );
+    // Progress alone stays non-durable.
+    let before = store.io_stats();
+    let progress = StoreWrite::Progress {
+        job: "j1".into(),
+        lines_done: 100,
+        percent: 100.0,
+    };
+    store.apply(vec![progress]).blocking().unwrap();
+    assert_eq!(store.io_stats().syncs, before.syncs);
+}

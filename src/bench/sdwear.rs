@@ -24,7 +24,7 @@
 //! device and reads 0 bytes (refused unless `--allow-tmpfs`).
 
 use super::farm::wait_for;
-use super::sdwear_report::{print_table, PerPrinterHour, ScenarioReport, SdwearReport};
+use super::sdwear_report::{print_table, PerJob, PerPrinterHour, ScenarioReport, SdwearReport};
 use super::sdwear_rig::{fs_type, start_sims, Daemon, SyncProbe};
 use crate::control::Request;
 use crate::iostats::{IoReport, ProcessIo};
@@ -51,7 +51,7 @@ pub struct SdwearArgs {
     /// Also count fsyncs with the kernel's eyes (perf, else strace).
     #[arg(long)]
     pub cross_check: bool,
-    /// Only these scenarios (printing, idle, broker-down); default all.
+    /// Only these scenarios (printing, idle, broker-down, jobs); default all.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// One JSON object instead of the table.
@@ -67,29 +67,48 @@ pub struct SdwearArgs {
     pub daemon_exe: Option<PathBuf>,
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum Load {
+    /// One long job per printer, printing through the window.
+    Printing,
+    /// Connected, plate clear, nothing to do.
+    Idle,
+    /// Short jobs back to back, plates cleared at once: the cost of a job's
+    /// life (accepted, started, finished, plate cleared), per job.
+    Jobs,
+}
+
 struct Scenario {
     name: &'static str,
-    printing: bool,
+    load: Load,
     broker: bool,
 }
 
-const SCENARIOS: [Scenario; 3] = [
+const SCENARIOS: [Scenario; 4] = [
     Scenario {
         name: "printing",
-        printing: true,
+        load: Load::Printing,
         broker: true,
     },
     Scenario {
         name: "idle",
-        printing: false,
+        load: Load::Idle,
         broker: true,
     },
     Scenario {
         name: "broker-down",
-        printing: true,
+        load: Load::Printing,
         broker: false,
     },
+    Scenario {
+        name: "jobs",
+        load: Load::Jobs,
+        broker: true,
+    },
 ];
+
+/// Moves in a `jobs` scenario job: a few seconds at 250000 baud.
+const SHORT_JOB_MOVES: usize = 1500;
 
 pub fn run(args: SdwearArgs) -> anyhow::Result<std::process::ExitCode> {
     if !(args.scale.is_finite() && (1.0..=crate::timescale::MAX).contains(&args.scale)) {
@@ -169,27 +188,24 @@ fn scenario(
             daemon.ask(&clear).is_some_and(|r| r.ok)
         })?;
     }
-    let mut model_bytes_per_job = 0;
-    if sc.printing {
-        // At 250000 baud a simulator runs about 600 lines/s: this lasts the
-        // window with room to spare.
-        let moves = (window.as_secs_f64() * 1200.0).max(20_000.0) as usize;
-        let job = super::sample_job(&dir, "job.gcode", moves)?;
-        model_bytes_per_job = std::fs::metadata(&job)?.len();
+    // At 250000 baud a simulator runs about 600 lines/s: a long job lasts
+    // the window with room to spare.
+    let moves = match sc.load {
+        Load::Jobs => SHORT_JOB_MOVES,
+        _ => (window.as_secs_f64() * 1200.0).max(20_000.0) as usize,
+    };
+    let job = super::sample_job(&dir, "job.gcode", moves)?;
+    let model_bytes_per_job = std::fs::metadata(&job)?.len();
+    if sc.load == Load::Printing {
         for i in 0..n {
-            let add = Request::AddJob {
-                printer: format!("p{i}"),
-                priority: 0,
-                id: None,
-                size: model_bytes_per_job,
-            };
-            let answer = crate::control::request(&data, &add, Some(&job))?;
-            if !answer.ok {
-                anyhow::bail!("bench sdwear: job add on p{i}: {}", answer.message);
-            }
+            add_job(&data, &format!("p{i}"), &job)?;
         }
     }
-    let want = if sc.printing { "printing" } else { "idle" };
+    let want = if sc.load == Load::Printing {
+        "printing"
+    } else {
+        "idle"
+    };
     let all_there = || {
         StoreReader::open(&data)
             .and_then(|r| r.list_printers())
@@ -203,8 +219,13 @@ fn scenario(
     let before = Reading::take(&daemon)?;
     let probe = args.cross_check.then(|| SyncProbe::start(daemon.pid()));
     let t0 = Instant::now();
-    // The measurement window itself (not a synchronization).
-    std::thread::sleep(window);
+    let started_at = unix_now();
+    if sc.load == Load::Jobs {
+        keep_printers_busy(&data, &job, &daemon, t0 + window)?;
+    } else {
+        // The measurement window itself (not a synchronization).
+        std::thread::sleep(window);
+    }
     let elapsed = t0.elapsed().as_secs_f64();
     let (kernel, cross_check_error) = match probe {
         None => (None, None),
@@ -215,7 +236,7 @@ fn scenario(
         },
     };
     let after = Reading::take(&daemon)?;
-    if !all_there() {
+    if sc.load != Load::Jobs && !all_there() {
         anyhow::bail!(
             "bench sdwear: a printer left `{want}` during the window (a job too short?); log:\n{}",
             daemon.log_tail()
@@ -223,6 +244,11 @@ fn scenario(
     }
     let reader = StoreReader::open(&data)?;
     let outbox_rows_after = reader.outbox_len()?;
+    let jobs_completed = reader
+        .list_jobs(100_000)?
+        .iter()
+        .filter(|j| j.state.as_str() == "completed" && j.finished_at >= Some(started_at))
+        .count() as u64;
     let db_bytes_after = ["printgate.db", "printgate.db-wal"]
         .iter()
         .filter_map(|f| std::fs::metadata(data.join(f)).ok())
@@ -253,12 +279,61 @@ fn scenario(
             kernel_syncs: kernel.as_ref().map(|k| per(k.fsync + k.fdatasync)),
         },
         store_syncs: store.map(|s| s.syncs),
+        jobs_completed,
+        per_job: (sc.load == Load::Jobs && jobs_completed > 0)
+            .then(|| store.map(|s| PerJob::of(&s, jobs_completed)))
+            .flatten(),
         kernel,
         cross_check_error,
         model_bytes_per_job,
         outbox_rows_after,
         db_bytes_after,
     })
+}
+
+fn add_job(data: &Path, printer: &str, file: &Path) -> anyhow::Result<()> {
+    let add = Request::AddJob {
+        printer: printer.to_owned(),
+        priority: 0,
+        id: None,
+        size: std::fs::metadata(file)?.len(),
+    };
+    let answer = crate::control::request(data, &add, Some(file))?;
+    if !answer.ok {
+        anyhow::bail!("bench sdwear: job add on {printer}: {}", answer.message);
+    }
+    Ok(())
+}
+
+/// Until `end`: a short job for every idle printer, a cleared plate for
+/// every finished one (what a queue and a robot would do).
+fn keep_printers_busy(
+    data: &Path,
+    job: &Path,
+    daemon: &Daemon,
+    end: Instant,
+) -> anyhow::Result<()> {
+    while Instant::now() < end {
+        let printers = StoreReader::open(data)?.list_printers()?;
+        for p in printers {
+            match p.state.as_str() {
+                "idle" => add_job(data, &p.id, job)?,
+                "awaiting_clear" => {
+                    let clear = Request::Clear { printer: p.id };
+                    daemon.ask(&clear);
+                }
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// The daemon's counters at one moment.

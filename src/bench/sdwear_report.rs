@@ -31,6 +31,10 @@ pub struct ScenarioReport {
     pub per_printer_hour: PerPrinterHour,
     /// Totals over the window, for the record.
     pub store_syncs: Option<u64>,
+    /// Jobs that completed in the window.
+    pub jobs_completed: u64,
+    /// The `jobs` scenario's store counters divided by its jobs.
+    pub per_job: Option<PerJob>,
     pub kernel: Option<KernelSyncs>,
     pub cross_check_error: Option<String>,
     /// Size of each job's G-code file (uploaded before the window).
@@ -38,6 +42,28 @@ pub struct ScenarioReport {
     pub outbox_rows_after: u64,
     /// `printgate.db` + `-wal` after the window.
     pub db_bytes_after: u64,
+}
+
+/// What one job's life costs the store (in the `jobs` scenario, where
+/// almost all writes are job life: the printing share is small).
+#[derive(Debug, Serialize)]
+pub struct PerJob {
+    pub store_bytes: f64,
+    pub store_syncs: f64,
+    pub commits_durable: f64,
+    pub commits_non_durable: f64,
+}
+
+impl PerJob {
+    pub fn of(s: &crate::store::StoreIo, jobs: u64) -> PerJob {
+        let per = |v: u64| v as f64 / jobs as f64;
+        PerJob {
+            store_bytes: per(s.bytes_written),
+            store_syncs: per(s.syncs),
+            commits_durable: per(s.commits_durable),
+            commits_non_durable: per(s.commits_non_durable),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -87,11 +113,17 @@ pub fn print_table(r: &SdwearReport) {
             p.log_bytes,
             s.outbox_rows_after,
         );
+        if let Some(j) = &s.per_job {
+            println!(
+                "  per job ({} jobs in the window): {:.0} store bytes, {:.1} fsyncs, {:.1} durable and {:.1} non-durable commits",
+                s.jobs_completed, j.store_bytes, j.store_syncs, j.commits_durable, j.commits_non_durable
+            );
+        }
         if let Some(e) = &s.cross_check_error {
             println!("  cross-check failed: {e}");
         }
     }
-    if let Some(s) = r.scenarios.iter().find(|s| s.model_bytes_per_job > 0) {
+    if let Some(s) = r.scenarios.iter().find(|s| s.name == "printing") {
         println!(
             "model files (payload, written once per job, not above): {} bytes per job",
             s.model_bytes_per_job

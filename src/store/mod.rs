@@ -33,10 +33,13 @@
 //!   [`PURGE_BATCH`] jobs, durable once at the end. Freed pages are reused by
 //!   later rows; the store never runs `VACUUM` (it rewrites the whole file
 //!   and as much WAL again, for space a gateway does not need back).
+//! - **One decision, one fsync**: [`Store::apply`] commits several writes
+//!   (job, printer, events) in one transaction.
 //! - **Counted**: [`Store::io_stats`] says what the store made the storage
 //!   do (bytes, fsyncs, commits by durability, checkpoints); see `wal.rs`
 //!   for how exact each figure is.
 
+mod batch;
 mod error;
 mod jobs;
 mod outbox;
@@ -52,6 +55,7 @@ mod testdir;
 #[cfg(test)]
 mod tests;
 
+pub use batch::StoreWrite;
 pub use error::StoreError;
 pub use jobs::PURGE_BATCH;
 pub use reader::StoreReader;
@@ -263,6 +267,20 @@ impl Store {
         self.submit(move |w| {
             w.write(true, |tx, _| {
                 jobs::set_file(tx, &id, &path, bytes_total, lines_total)
+            })
+        })
+    }
+
+    /// Runs `writes` in order in one transaction, all or nothing: the first
+    /// error rolls every one back and is returned. Durable (one fsync) unless
+    /// every write is progress. Returns each write's outbox seq. This is how
+    /// one decision (a job ends: job, printer, events, waiting plates) costs
+    /// one fsync instead of one per row.
+    pub fn apply(&self, writes: Vec<StoreWrite>) -> Pending<Vec<Option<u64>>> {
+        self.submit(move |w| {
+            let durable = writes.iter().any(StoreWrite::durable);
+            w.write(durable, |tx, h| {
+                writes.iter().map(|x| x.run(tx, h)).collect()
             })
         })
     }
