@@ -303,3 +303,30 @@ fn bytes_written_is_what_the_writer_thread_wrote() {
     assert_eq!(d.bytes_written, wrote, "{d:?}");
     assert_eq!((d.commits_durable, d.commits_non_durable), (4, 16));
 }
+
+/// Reads (the farm asks every second) do not keep a quiet store from its
+/// idle checkpoint: only writes do.
+#[test]
+fn an_idle_checkpoint_comes_while_reads_go_on() {
+    let dir = TestDir::new("io-idle");
+    let store = Store::open_with_idle(dir.path(), Duration::from_millis(200)).unwrap();
+    let seed = PrinterSeed {
+        id: "p1".into(),
+        port: "/dev/null".into(),
+        filament: None,
+    };
+    store.sync_printers(&[seed]).blocking().unwrap();
+    let before = store.io_stats();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.io_stats().checkpoints == before.checkpoints {
+        assert!(std::time::Instant::now() < deadline, "no idle checkpoint");
+        store.list_printers().blocking().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let d = delta(store.io_stats(), before);
+    assert_eq!(
+        (d.checkpoints, d.syncs, d.commits_durable),
+        (1, 2, 0),
+        "{d:?}"
+    );
+}

@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Checkpoint when this many frames wait in the WAL (about 4 MiB at 4 KiB
 /// pages, SQLite's default). Bigger means fewer checkpoints and more
@@ -150,6 +150,8 @@ pub(crate) struct WalBook {
     backfilled: u64,
     /// Every frame was copied: the next commit starts the WAL over.
     restart_pending: bool,
+    /// When a commit last wrote frames.
+    last_write: Instant,
 }
 
 impl WalBook {
@@ -167,6 +169,7 @@ impl WalBook {
             length: 0,
             backfilled: 0,
             restart_pending: false,
+            last_write: Instant::now(),
         };
         book.checkpoint(conn)?;
         Ok(book)
@@ -196,8 +199,14 @@ impl WalBook {
             Counters::add(&c.commits_non_durable, 1);
         }
         Counters::add(&c.wal_frames, added);
+        self.last_write = Instant::now();
         self.length = length;
         self.restart_pending = false;
+    }
+
+    /// How long no commit has written anything.
+    pub fn quiet_for(&self) -> Duration {
+        self.last_write.elapsed()
     }
 
     /// Frames not yet in the database file.

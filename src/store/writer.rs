@@ -5,13 +5,14 @@
 //!
 //! Never decides what to write; the store's methods do.
 
-use super::wal::{Counters, WalBook, CHECKPOINT_FRAMES, IDLE_CHECKPOINT};
+use super::wal::{Counters, WalBook, CHECKPOINT_FRAMES};
 use super::StoreError;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{mpsc, Arc};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 pub(crate) type Work = Box<dyn FnOnce(&mut Writer) + Send>;
@@ -75,6 +76,7 @@ impl Writer {
 pub(crate) fn spawn(
     conn: Connection,
     counters: Arc<Counters>,
+    idle: Duration,
 ) -> Result<mpsc::Sender<Op>, StoreError> {
     let (ops, rx) = mpsc::channel::<Op>();
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -92,6 +94,7 @@ pub(crate) fn spawn(
                         wal,
                     },
                     rx,
+                    idle,
                 );
             }
             Err(e) => {
@@ -103,31 +106,23 @@ pub(crate) fn spawn(
     Ok(ops)
 }
 
-fn run(mut writer: Writer, ops: mpsc::Receiver<Op>) {
-    // The benchmarks' time scale shortens "idle" like every other interval
-    // (an invalid value is refused by the daemon before the store opens).
-    let idle = crate::timescale::TimeScale::from_env()
-        .unwrap_or_default()
-        .apply(IDLE_CHECKPOINT);
+/// Serves operations until the last handle goes. "Idle" means no commit
+/// wrote anything for `idle`: reads (the farm asks every second) do not
+/// count, or a checkpoint would never come.
+fn run(mut writer: Writer, ops: mpsc::Receiver<Op>, idle: Duration) {
+    // An idle checkpoint that could not finish (a reader holds the WAL) is
+    // tried again after another quiet spell, not in a loop.
+    let mut since_attempt = Instant::now();
     loop {
-        let op = match ops.recv_timeout(idle) {
-            Ok(op) => op,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if writer.wal.waiting() > 0 {
-                    writer.checkpoint();
-                }
-                continue;
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        let quiet = writer.wal.quiet_for().min(since_attempt.elapsed());
+        let wait = if writer.wal.waiting() > 0 {
+            idle.saturating_sub(quiet)
+        } else {
+            idle
         };
-        match op {
-            Op::Run(work) => {
-                work(&mut writer);
-                if writer.wal.waiting() >= CHECKPOINT_FRAMES {
-                    writer.checkpoint();
-                }
-            }
-            Op::Close(done) => {
+        match ops.recv_timeout(wait) {
+            Ok(Op::Run(work)) => work(&mut writer),
+            Ok(Op::Close(done)) => {
                 // SQLite checkpoints again and removes the WAL when the last
                 // connection closes; ours is the one that gets counted.
                 writer.checkpoint();
@@ -139,6 +134,14 @@ fn run(mut writer: Writer, ops: mpsc::Receiver<Op>) {
                 let _ = done.send(result);
                 return;
             }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        let waiting = writer.wal.waiting();
+        let quiet = writer.wal.quiet_for().min(since_attempt.elapsed());
+        if waiting >= CHECKPOINT_FRAMES || (waiting > 0 && quiet >= idle) {
+            writer.checkpoint();
+            since_attempt = Instant::now();
         }
     }
     writer.checkpoint();
