@@ -139,20 +139,7 @@ pub fn run(root: &Path, printers: usize, window: Duration) -> anyhow::Result<Far
     let dir = root.join(format!("farm{printers}"));
     std::fs::create_dir_all(&dir)?;
     let exe = exe()?;
-    let mut sims = Vec::new();
-    for i in 0..printers {
-        let link = dir.join(format!("tty{i}"));
-        let child = Command::new(&exe)
-            .args(["sim", "--baud", "250000", "--link"])
-            .arg(&link)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        sims.push(Kid(child));
-        wait_for("a simulator", Duration::from_secs(10), || {
-            link.exists() || std::fs::symlink_metadata(&link).is_ok()
-        })?;
-    }
+    let sims = super::sdwear_rig::start_sims(&exe, &dir, printers)?;
     let config = config(&dir, printers)?;
     let data = dir.join("data");
     let data_s = data.to_string_lossy().into_owned();
