@@ -25,7 +25,9 @@
 
 use super::farm::wait_for;
 use super::sdwear_report::{print_table, PerJob, PerPrinterHour, ScenarioReport, SdwearReport};
-use super::sdwear_rig::{fs_type, start_sims, Daemon, SyncProbe};
+use super::sdwear_rig::{
+    add_job, broker_port, config_text, fs_type, keep_printers_busy, start_sims, Daemon, SyncProbe,
+};
 use crate::control::Request;
 use crate::iostats::{IoReport, ProcessIo};
 use crate::store::StoreReader;
@@ -291,45 +293,6 @@ fn scenario(
     })
 }
 
-fn add_job(data: &Path, printer: &str, file: &Path) -> anyhow::Result<()> {
-    let add = Request::AddJob {
-        printer: printer.to_owned(),
-        priority: 0,
-        id: None,
-        size: std::fs::metadata(file)?.len(),
-    };
-    let answer = crate::control::request(data, &add, Some(file))?;
-    if !answer.ok {
-        anyhow::bail!("bench sdwear: job add on {printer}: {}", answer.message);
-    }
-    Ok(())
-}
-
-/// Until `end`: a short job for every idle printer, a cleared plate for
-/// every finished one (what a queue and a robot would do).
-fn keep_printers_busy(
-    data: &Path,
-    job: &Path,
-    daemon: &Daemon,
-    end: Instant,
-) -> anyhow::Result<()> {
-    while Instant::now() < end {
-        let printers = StoreReader::open(data)?.list_printers()?;
-        for p in printers {
-            match p.state.as_str() {
-                "idle" => add_job(data, &p.id, job)?,
-                "awaiting_clear" => {
-                    let clear = Request::Clear { printer: p.id };
-                    daemon.ask(&clear);
-                }
-                _ => {}
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -383,33 +346,4 @@ impl Reading {
             log_lines: self.log_lines.saturating_sub(earlier.log_lines),
         }
     }
-}
-
-/// The embedded broker's port, or a port nobody listens on.
-fn broker_port(up: bool) -> anyhow::Result<u16> {
-    #[cfg(feature = "embedded-broker")]
-    if up {
-        let port = crate::broker::free_port()?;
-        crate::broker::start_embedded(port)?;
-        return Ok(port);
-    }
-    let _ = up;
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// Defaults everywhere except what a simulator needs.
-fn config_text(dir: &Path, data: &Path, port: u16, printers: usize) -> String {
-    let mut text = format!(
-        "[gateway]\nid = \"sdwear\"\ndata_dir = \"{}\"\n[serial]\nbaud = 250000\nboot_timeout_ms = 1500\n[mqtt]\nport = {port}\n",
-        data.display()
-    );
-    for i in 0..printers {
-        text.push_str(&format!(
-            "[[printer]]\nid = \"p{i}\"\nport = \"{}\"\nfilament = \"PLA\"\n",
-            dir.join(format!("tty{i}")).display()
-        ));
-    }
-    text
 }

@@ -1,17 +1,20 @@
 //! The parts `bench sdwear` runs: simulators and a `printgate run` daemon as
 //! child processes (the daemon's log read through a pipe, as journald would
-//! get it), the file system under the data folder, and the kernel's fsync
-//! count of a process (`perf`, else `strace`) for the cross-check.
+//! get it), its config, the broker (embedded, or a dead port), the operator
+//! and robot of the `jobs` scenario, the file system under the data folder,
+//! and the kernel's fsync count of a process (`perf`, else `strace`) for the
+//! cross-check.
 //!
 //! Measures nothing itself; `sdwear.rs` decides when and what.
 
 use super::farm::{wait_for, Kid};
 use crate::control::{self, Request, Response};
+use crate::store::StoreReader;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// N simulators on `<dir>/tty<i>` at 250000 baud, each once its link exists.
 pub fn start_sims(exe: &Path, dir: &Path, printers: usize) -> anyhow::Result<Vec<Kid>> {
@@ -207,4 +210,72 @@ impl SyncProbe {
             fdatasync: count("fdatasync"),
         })
     }
+}
+
+pub fn add_job(data: &Path, printer: &str, file: &Path) -> anyhow::Result<()> {
+    let add = Request::AddJob {
+        printer: printer.to_owned(),
+        priority: 0,
+        id: None,
+        size: std::fs::metadata(file)?.len(),
+    };
+    let answer = crate::control::request(data, &add, Some(file))?;
+    if !answer.ok {
+        anyhow::bail!("bench sdwear: job add on {printer}: {}", answer.message);
+    }
+    Ok(())
+}
+
+/// Until `end`: a short job for every idle printer, a cleared plate for
+/// every finished one (what a queue and a robot would do).
+pub fn keep_printers_busy(
+    data: &Path,
+    job: &Path,
+    daemon: &Daemon,
+    end: Instant,
+) -> anyhow::Result<()> {
+    while Instant::now() < end {
+        let printers = StoreReader::open(data)?.list_printers()?;
+        for p in printers {
+            match p.state.as_str() {
+                "idle" => add_job(data, &p.id, job)?,
+                "awaiting_clear" => {
+                    let clear = Request::Clear { printer: p.id };
+                    daemon.ask(&clear);
+                }
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// The embedded broker's port, or a port nobody listens on.
+pub fn broker_port(up: bool) -> anyhow::Result<u16> {
+    #[cfg(feature = "embedded-broker")]
+    if up {
+        let port = crate::broker::free_port()?;
+        crate::broker::start_embedded(port)?;
+        return Ok(port);
+    }
+    let _ = up;
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Defaults everywhere except what a simulator needs.
+pub fn config_text(dir: &Path, data: &Path, port: u16, printers: usize) -> String {
+    let mut text = format!(
+        "[gateway]\nid = \"sdwear\"\ndata_dir = \"{}\"\n[serial]\nbaud = 250000\nboot_timeout_ms = 1500\n[mqtt]\nport = {port}\n",
+        data.display()
+    );
+    for i in 0..printers {
+        text.push_str(&format!(
+            "[[printer]]\nid = \"p{i}\"\nport = \"{}\"\nfilament = \"PLA\"\n",
+            dir.join(format!("tty{i}")).display()
+        ));
+    }
+    text
 }
