@@ -22,7 +22,7 @@ pub enum Command {
     /// Run the gateway daemon (foreground; SIGTERM or Ctrl-C stops it in order).
     Run(crate::daemon::RunArgs),
     /// Printers: state, plate, job, progress.
-    Status(crate::ctl::Target),
+    Status(crate::ctl::StatusArgs),
     /// Recent jobs, newest first.
     Jobs {
         #[command(flatten)]
@@ -84,7 +84,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Send(args) => crate::printer::send::run(args),
         Command::Run(args) => crate::daemon::run(args),
-        Command::Status(target) => crate::ctl::status(&target),
+        Command::Status(args) => crate::ctl::status(&args),
         Command::Jobs {
             target,
             json,

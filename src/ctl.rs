@@ -49,15 +49,48 @@ pub enum JobCommand {
     },
 }
 
-pub fn status(target: &Target) -> anyhow::Result<ExitCode> {
-    let dir = target.data_dir()?;
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// One JSON object: the printers as stored, the running daemon's live
+    /// view (temperatures, link counters) and its write and fsync counters.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `printgate status --json`. `live` and `io` are null when no daemon runs.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusJson {
+    daemon_running: bool,
+    printers: Vec<crate::store::PrinterRow>,
+    live: Option<Vec<control::LivePrinter>>,
+    /// Rows waiting for the broker (grows while it is unreachable).
+    outbox_len: u64,
+    io: Option<crate::iostats::IoReport>,
+}
+
+pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let dir = args.target.data_dir()?;
     let reader = StoreReader::open(&dir)?;
     let printers = reader.list_printers()?;
+    // Temperatures and counters live only in the running daemon; ask it, if it runs.
+    let answer = control::request(&dir, &Request::Status, None).ok();
+    if args.json {
+        let answer = answer.filter(|a| a.ok);
+        let status = StatusJson {
+            daemon_running: answer.is_some(),
+            outbox_len: reader.outbox_len()?,
+            printers,
+            io: answer.as_ref().and_then(|a| a.io),
+            live: answer.and_then(|a| a.printers),
+        };
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let jobs = reader.list_jobs(500)?;
-    // Temperatures live only in the running daemon; ask it, if it runs.
-    let live = control::request(&dir, &Request::Status, None)
-        .ok()
-        .and_then(|r| r.printers);
+    let live = answer.and_then(|r| r.printers);
     println!(
         "{:<14} {:<15} {:<6} {:<24} {:>6}  {:>15}  {:>13}",
         "PRINTER", "STATE", "PLATE", "JOB", "DONE", "NOZZLE", "BED"

@@ -28,6 +28,7 @@ pub mod daemon;
 #[cfg(feature = "embedded-broker")]
 pub mod demo;
 pub mod farm;
+pub mod iostats;
 pub mod jobspec;
 pub mod lifecycle;
 pub mod mqtt;
@@ -38,3 +39,4 @@ pub mod rng;
 pub mod sim;
 pub mod source;
 pub mod store;
+pub mod timescale;

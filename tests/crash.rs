@@ -61,9 +61,12 @@ fn accepted_job_survives_kill_9() {
     assert!(committed, "child did not reach the commit");
 
     let store = Store::open(dir.path()).unwrap();
-    let recovery = store.recover_on_start(|_| Vec::new()).blocking().unwrap();
-    assert_eq!(recovery.interrupted.len(), 1);
-    assert_eq!(recovery.awaiting_clear, ["p1"]);
+    assert_eq!(
+        store.outbox_len().blocking().unwrap(),
+        1,
+        "the accepted event"
+    );
+    recover(&store);
     let accepted = store.get_job("accepted").blocking().unwrap().unwrap();
     assert_eq!((accepted.state, accepted.priority), (JobState::Queued, 3));
     let mid = store.get_job("mid-print").blocking().unwrap().unwrap();
@@ -73,9 +76,10 @@ fn accepted_job_survives_kill_9() {
         (printer.state, printer.plate_clear),
         (PrinterState::AwaitingClear, false)
     );
-    assert_eq!(
-        store.outbox_len().blocking().unwrap(),
-        1,
-        "the accepted event"
-    );
+    // The accepted event, and the recovery's announcement of the interruption.
+    let rows = store.outbox_after(0, 10).blocking().unwrap();
+    assert_eq!(rows.len(), 2);
+    let announced: serde_json::Value = serde_json::from_slice(&rows[1].payload).unwrap();
+    assert_eq!(announced["type"], "job_interrupted");
+    assert_eq!(announced["jobId"], "mid-print");
 }

@@ -12,7 +12,7 @@ use e2e_support::*;
 use printgate::rng::Xorshift64;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn outbox_seqs(data: &Path) -> Vec<u64> {
     let conn = rusqlite::Connection::open_with_flags(
@@ -156,8 +156,19 @@ fn kill_dash_nine_loses_nothing_and_prints_nothing_twice() {
                 accepted.insert(id);
             }
         }
-        // Random kill moment: this sleep is the experiment, not a synchronization.
-        sleep_ms(200 + rng.below(1800));
+        // Random kill moment: this sleep is the experiment, not a
+        // synchronization. Every other round first waits (bounded) for a
+        // print under way, so some kills surely land mid-print; the end of
+        // the test checks that they did.
+        if round % 2 == 1 {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && !any_printing(&config) {
+                sleep_ms(10);
+            }
+            sleep_ms(rng.below(150));
+        } else {
+            sleep_ms(200 + rng.below(1800));
+        }
         snapshot = states(&config);
         daemon.kill9();
     }
@@ -171,6 +182,17 @@ fn kill_dash_nine_loses_nothing_and_prints_nothing_twice() {
         outbox_seqs(&data_dir_of(dir.path())).len()
     );
     assert!(count("completed") > 0, "the campaign printed nothing");
+    // Otherwise check 2 never ran: every kill landed between prints.
+    assert!(
+        interrupted_seen > 0,
+        "no kill landed mid-print; the interrupted-job checks never ran"
+    );
+}
+
+fn any_printing(config: &Path) -> bool {
+    states(config)
+        .values()
+        .any(|(state, _)| state == "printing")
 }
 
 fn data_dir_of(dir: &Path) -> std::path::PathBuf {

@@ -199,3 +199,56 @@ fn unwritable_data_folder_is_one_clear_error() {
     assert!(err.contains("/proc/printgate-test-data"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// The helpers fail the test on a CLI error or a missing log instead of
+/// returning an empty list. With empty lists, `jobs_print_once...`'s
+/// "nothing may start before a plate is clear" (`all(ready)` over no jobs)
+/// and the crash campaign's "no line printed twice" (over no lines) passed
+/// whatever the daemon did.
+#[test]
+fn e2e_helpers_fail_loudly_instead_of_returning_nothing() {
+    let dir = TestDir::new("daemon-helpers");
+    let config = gateway_config(dir.path(), &[("p1", dir.path().join("tty"))], None);
+    // No daemon ever ran here: `printgate jobs --json` fails (no database).
+    let jobs = std::panic::catch_unwind(|| jobs_json(&config));
+    assert!(jobs.is_err(), "jobs_json returned {:?}", jobs.ok());
+    let missing = dir.path().join("never-written.log");
+    let moves = std::panic::catch_unwind(|| executed_moves(&missing));
+    assert!(moves.is_err(), "executed_moves returned {:?}", moves.ok());
+}
+
+#[test]
+fn status_json_shows_the_running_daemons_writes_and_fsyncs() {
+    let dir = TestDir::new("daemon-status-json");
+    let link = dir.path().join("tty1");
+    let _sim = start_sim(&link, &[]);
+    let config = gateway_config(dir.path(), &[("p1", link)], None);
+    let status = |config: &Path| {
+        let out = cli(&["status", "--json", "--config", cfg(config)]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let daemon = start_daemon(&config, &dir.path().join("daemon.log"));
+    wait_until("printer connected", Duration::from_secs(20), || {
+        printer_states(&config) == [("p1".to_owned(), "awaiting_clear".to_owned())]
+    });
+    let s = status(&config);
+    assert_eq!(s["daemonRunning"], true, "{s}");
+    assert_eq!(s["printers"][0]["id"], "p1", "{s}");
+    assert_eq!(s["live"][0]["connected"], true, "{s}");
+    let store = &s["io"]["store"];
+    // Syncing the printers and their state changes were durable commits.
+    assert!(store["commitsDurable"].as_u64().unwrap() >= 2, "{s}");
+    assert!(store["syncs"].as_u64().unwrap() >= 2, "{s}");
+    assert!(store["bytesWritten"].as_u64().unwrap() > 0, "{s}");
+    assert!(s["io"]["process"]["writeBytes"].is_u64(), "{s}");
+    assert_eq!(s["outboxLen"], 0, "{s}");
+    daemon.stop();
+    let s = status(&config);
+    assert_eq!(s["daemonRunning"], false, "{s}");
+    assert!(s["io"].is_null() && s["live"].is_null(), "{s}");
+}

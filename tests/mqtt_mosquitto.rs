@@ -2,6 +2,9 @@
 //! plain, username/password (and a wrong password, refused by name), TLS
 //! with a test CA, and mutual TLS. Runs only with PRINTGATE_MOSQUITTO=1
 //! (see .ci/mosquitto.sh); needs `mosquitto`, `mosquitto_passwd`, `openssl`.
+//! A test that cannot run says so on stderr as `SKIPPED: mqtt_mosquitto::<test>:
+//! <why>` (past the test harness's capture, so plain `cargo test` shows it
+//! too) and returns; `.ci/mosquitto.sh` fails when it sees one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -15,14 +18,42 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 
-fn enabled() -> bool {
-    let on = std::env::var("PRINTGATE_MOSQUITTO").as_deref() == Ok("1");
-    if !on {
-        println!("skipped: set PRINTGATE_MOSQUITTO=1");
+/// Whether `test` can run; if not, reports it as skipped and why.
+fn enabled(test: &str) -> bool {
+    let why = if std::env::var("PRINTGATE_MOSQUITTO").as_deref() != Ok("1") {
+        Some("PRINTGATE_MOSQUITTO is not 1".to_owned())
     } else {
+        missing_tools()
+    };
+    let Some(why) = why else {
         init();
-    }
-    on
+        return true;
+    };
+    // Straight to the process's stderr: `eprintln!` would be captured.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: mqtt_mosquitto::{test}: {why}");
+    false
+}
+
+/// The programs these tests start, if any is missing.
+fn missing_tools() -> Option<String> {
+    let missing: Vec<&str> = [
+        ("mosquitto", "-h"),
+        ("mosquitto_passwd", "-h"),
+        ("openssl", "version"),
+    ]
+    .into_iter()
+    .filter(|(tool, arg)| {
+        Command::new(tool)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+    })
+    .map(|(tool, _)| tool)
+    .collect();
+    (!missing.is_empty()).then(|| format!("not installed: {}", missing.join(", ")))
 }
 
 /// A scratch directory, removed on drop.
@@ -243,7 +274,7 @@ async fn expect_refused(s: LinkSettings) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_delivery_and_inbound() {
-    if !enabled() {
+    if !enabled("plain_delivery_and_inbound") {
         return;
     }
     let dir = Scratch::new("plain");
@@ -278,7 +309,7 @@ async fn plain_delivery_and_inbound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn username_password_and_a_wrong_password() {
-    if !enabled() {
+    if !enabled("username_password_and_a_wrong_password") {
         return;
     }
     let dir = Scratch::new("auth");
@@ -311,7 +342,7 @@ async fn username_password_and_a_wrong_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_test_ca_and_an_unknown_ca() {
-    if !enabled() {
+    if !enabled("tls_with_a_test_ca_and_an_unknown_ca") {
         return;
     }
     let dir = Scratch::new("tls");
@@ -336,7 +367,7 @@ async fn tls_with_a_test_ca_and_an_unknown_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_with_and_without_a_client_certificate() {
-    if !enabled() {
+    if !enabled("mutual_tls_with_and_without_a_client_certificate") {
         return;
     }
     let dir = Scratch::new("mtls");
@@ -363,7 +394,7 @@ async fn mutual_tls_with_and_without_a_client_certificate() {
 /// `kill -9` and another client sees the Last Will `offline`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_will_is_seen_when_the_daemon_is_killed() {
-    if !enabled() {
+    if !enabled("last_will_is_seen_when_the_daemon_is_killed") {
         return;
     }
     let dir = Scratch::new("lwt");

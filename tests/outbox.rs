@@ -1,5 +1,5 @@
-//! The outbox through the public API: coalescing and seq continuity across
-//! deliveries and restarts.
+//! The outbox through the public API: one row per message and seq
+//! continuity across deliveries and restarts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -7,28 +7,21 @@ mod common;
 use common::*;
 
 #[test]
-fn progress_is_coalesced_but_never_past_an_event_or_a_handed_out_row() {
-    let dir = TestDir::new("coalesce");
+fn every_row_keeps_its_own_seq_and_goes_once() {
+    // Progress is a last value published from memory now; whatever reaches
+    // the outbox is an event nobody may miss: never merged, never rewritten.
+    let dir = TestDir::new("rows");
     let store = open_with_printers(&dir);
     let enq = |item| store.enqueue(item).blocking().unwrap();
     assert_eq!(enq(progress("p1", 1)), 1);
-    assert_eq!(enq(progress("p2", 1)), 2);
-    assert_eq!(
-        enq(progress("p1", 2)),
-        1,
-        "same printer, newest is progress: replaced"
-    );
+    assert_eq!(enq(progress("p1", 2)), 2);
     assert_eq!(enq(event("p1", "paused")), 3);
-    assert_eq!(enq(progress("p1", 3)), 4, "an event in between: new row");
     let rows = store.outbox_after(0, 100).blocking().unwrap();
-    assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
-    assert_eq!(rows[0].payload, b"2");
-    // Row 4 is now in the link's hands: rewriting it could lose the update.
-    assert_eq!(enq(progress("p1", 4)), 5);
-    assert_eq!(enq(progress("p1", 5)), 5);
+    assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(rows[0].payload, b"1");
     assert!(store.outbox_delivered(1).blocking().unwrap());
     assert!(!store.outbox_delivered(1).blocking().unwrap());
-    assert_eq!(store.outbox_len().blocking().unwrap(), 4);
+    assert_eq!(store.outbox_len().blocking().unwrap(), 2);
 }
 
 #[test]
@@ -40,8 +33,7 @@ fn seqs_increase_by_one_across_deliveries_and_restarts() {
     for (round, count) in [1000u32, 200, 200].into_iter().enumerate() {
         let store = open_with_printers(&dir);
         for i in 0..count {
-            // Events interleaved with progress of two printers; every other
-            // row handed out first so coalescing cannot hide a seq.
+            // Events interleaved with other rows of two printers.
             let item = match i % 3 {
                 0 => event("p1", "e"),
                 1 => progress("p1", i),

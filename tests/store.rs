@@ -179,15 +179,7 @@ fn recovery_interrupts_prints_and_restarts_downloads() {
         // No close: the process "dies" here.
     }
     let store = Store::open(dir.path()).unwrap();
-    let recovery = store
-        .recover_on_start(|moved| vec![event("p1", &format!("{} -> {}", moved.job_id, moved.to))])
-        .blocking()
-        .unwrap();
-    assert_eq!(recovery.interrupted.len(), 1);
-    assert_eq!(recovery.interrupted[0].job_id, "printing");
-    assert_eq!(recovery.requeued[0].job_id, "dl");
-    assert_eq!(recovery.awaiting_clear, ["p1"]);
-    assert_eq!(recovery.seqs, [1, 2]);
+    recover(&store);
 
     let j = store.get_job("printing").blocking().unwrap().unwrap();
     assert_eq!(j.state, JobState::Interrupted);
@@ -202,11 +194,21 @@ fn recovery_interrupts_prints_and_restarts_downloads() {
     );
     assert_eq!(printers[1].state, PrinterState::Offline);
     let rows = store.outbox_after(0, 10).blocking().unwrap();
-    assert_eq!(rows[0].payload, b"printing -> interrupted");
-
-    let again = store.recover_on_start(|_| Vec::new()).blocking().unwrap();
-    assert!(
-        again.interrupted.is_empty() && again.requeued.is_empty(),
+    let kinds: Vec<String> = rows
+        .iter()
+        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap())
+        .map(|v| format!("{} {}", v["jobId"].as_str().unwrap_or(""), v["type"]))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["printing \"job_interrupted\"", "dl \"job_queued\""],
+        "the recovery announces each move"
+    );
+    // A second start finds nothing left to recover.
+    recover(&store);
+    assert_eq!(
+        store.outbox_after(0, 10).blocking().unwrap().len(),
+        2,
         "idempotent"
     );
 }
@@ -240,20 +242,15 @@ fn next_job_is_most_urgent_then_oldest_and_matches_filament() {
 }
 
 #[test]
-fn record_progress_updates_the_job() {
+fn record_progress_updates_the_job_and_queues_nothing() {
     let dir = TestDir::new("progress");
     let store = open_with_printers(&dir);
     start(&store, "j1", "p1");
-    let seq = store
-        .record_progress("j1", 5, 50, 50.0, Some(progress("p1", 50)))
-        .blocking();
-    assert_eq!(seq.unwrap(), Some(1));
+    store.record_progress("j1", 5, 50.0).blocking().unwrap();
     let j = store.get_job("j1").blocking().unwrap().unwrap();
-    assert_eq!((j.lines_done, j.bytes_done, j.progress), (5, 50, 50.0));
-    store
-        .record_progress("j1", 6, 60, f64::NAN, None)
-        .blocking()
-        .unwrap();
+    assert_eq!((j.lines_done, j.progress), (5, 50.0));
+    assert_eq!(store.outbox_len().blocking().unwrap(), 0, "a last value");
+    store.record_progress("j1", 6, f64::NAN).blocking().unwrap();
     let j = store.get_job("j1").blocking().unwrap().unwrap();
     assert_eq!(j.progress, 0.0, "NaN from a broken estimate is stored as 0");
     let err = store
@@ -271,7 +268,7 @@ fn record_progress_updates_the_job() {
         "{err}"
     );
     let err = store
-        .record_progress("nope", 1, 1, 1.0, None)
+        .record_progress("nope", 1, 1.0)
         .blocking()
         .unwrap_err();
     assert!(matches!(err, StoreError::UnknownJob(_)));
@@ -338,4 +335,76 @@ async fn async_callers_await_the_same_operations() {
     assert_eq!(other.list_jobs(5).await.unwrap().len(), 1);
     store.close().await.unwrap();
     assert!(matches!(other.outbox_len().await, Err(StoreError::Closed)));
+}
+
+#[test]
+fn a_batch_commits_together_with_one_fsync_or_not_at_all() {
+    use printgate::store::{Applied, Batch, Write};
+    let dir = TestDir::new("batch");
+    let store = open_with_printers(&dir);
+    start(&store, "j1", "p1");
+    let before = store.io_stats();
+    let finish = Batch {
+        writes: vec![
+            Write::JobProgress {
+                id: "j1".into(),
+                lines_done: 99,
+                percent: 100.0,
+            },
+            Write::Job {
+                id: "j1".into(),
+                to: JobState::Completed,
+                reason: None,
+            },
+            Write::Printer {
+                id: "p1".into(),
+                state: PrinterState::AwaitingClear,
+                plate_clear: None,
+                current_job: Some(None),
+            },
+        ],
+        outbox: vec![
+            event("p1", "job_completed"),
+            event("p1", "awaiting_clear"),
+            event("p1", "job_complete topic"),
+        ],
+        durable: true,
+    };
+    assert_eq!(store.apply(finish).blocking().unwrap(), Applied::Done);
+    let after = store.io_stats();
+    assert_eq!(after.commits_durable - before.commits_durable, 1);
+    assert_eq!(after.syncs - before.syncs, 1);
+    let j = store.get_job("j1").blocking().unwrap().unwrap();
+    assert_eq!((j.state, j.lines_done), (JobState::Completed, 99));
+    assert_eq!(store.outbox_len().blocking().unwrap(), 3);
+    // All or nothing: an illegal move rolls back the outbox row with it.
+    let bad = Batch {
+        writes: vec![Write::Job {
+            id: "j1".into(),
+            to: JobState::Printing,
+            reason: None,
+        }],
+        outbox: vec![event("p1", "lost")],
+        durable: true,
+    };
+    let err = store.apply(bad).blocking().unwrap_err();
+    assert!(matches!(err, StoreError::IllegalTransition { .. }), "{err}");
+    assert_eq!(
+        store.outbox_len().blocking().unwrap(),
+        3,
+        "nothing of it stayed"
+    );
+    // A last value, written without fsync.
+    let before = store.io_stats();
+    let progress = Batch {
+        writes: vec![Write::JobProgress {
+            id: "j1".into(),
+            lines_done: 100,
+            percent: 100.0,
+        }],
+        outbox: Vec::new(),
+        durable: false,
+    };
+    store.apply(progress).blocking().unwrap();
+    assert_eq!(store.io_stats().syncs, before.syncs);
 }

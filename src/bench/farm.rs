@@ -21,7 +21,8 @@ pub struct FarmRun {
     pub store_bytes_per_printer_hour: f64,
 }
 
-struct Kid(Child);
+/// A child process stopped with SIGTERM (then SIGKILL after 10 s) on drop.
+pub(super) struct Kid(pub Child);
 impl Drop for Kid {
     fn drop(&mut self) {
         let _ = Command::new("kill")
@@ -40,11 +41,15 @@ impl Drop for Kid {
     }
 }
 
-fn exe() -> anyhow::Result<PathBuf> {
+pub(super) fn exe() -> anyhow::Result<PathBuf> {
     Ok(std::env::current_exe()?)
 }
 
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
+pub(super) fn wait_for(
+    what: &str,
+    limit: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     while !cond() {
         if Instant::now() > deadline {
@@ -134,20 +139,7 @@ pub fn run(root: &Path, printers: usize, window: Duration) -> anyhow::Result<Far
     let dir = root.join(format!("farm{printers}"));
     std::fs::create_dir_all(&dir)?;
     let exe = exe()?;
-    let mut sims = Vec::new();
-    for i in 0..printers {
-        let link = dir.join(format!("tty{i}"));
-        let child = Command::new(&exe)
-            .args(["sim", "--baud", "250000", "--link"])
-            .arg(&link)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        sims.push(Kid(child));
-        wait_for("a simulator", Duration::from_secs(10), || {
-            link.exists() || std::fs::symlink_metadata(&link).is_ok()
-        })?;
-    }
+    let sims = super::sdwear_rig::start_sims(&exe, &dir, printers)?;
     let config = config(&dir, printers)?;
     let data = dir.join("data");
     let data_s = data.to_string_lossy().into_owned();

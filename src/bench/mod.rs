@@ -5,6 +5,9 @@
 mod farm;
 #[cfg(feature = "embedded-broker")]
 mod mqtt;
+mod sdwear;
+mod sdwear_report;
+mod sdwear_rig;
 mod serial;
 
 use serde::Serialize;
@@ -12,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
@@ -19,6 +23,16 @@ pub struct BenchArgs {
     /// Smaller runs (for CI smoke tests); the README figures use the default.
     #[arg(long)]
     pub quick: bool,
+    #[command(subcommand)]
+    pub only: Option<BenchOnly>,
+}
+
+/// One measurement on its own.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchOnly {
+    /// SD-card wear: bytes written and fsyncs per printer-hour, printing,
+    /// idle and with the broker down, over a time-scaled simulated hour.
+    Sdwear(sdwear::SdwearArgs),
 }
 
 #[derive(Debug, Serialize)]
@@ -31,6 +45,9 @@ pub struct Report {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(BenchOnly::Sdwear(a)) = args.only {
+        return sdwear::run(a);
+    }
     let dir = TempDir::new("bench")?;
     let window = std::time::Duration::from_secs(if args.quick { 3 } else { 10 });
     let sizes: &[usize] = if args.quick { &[2] } else { &[8, 16] };
@@ -117,12 +134,16 @@ pub struct TempDir(PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> std::io::Result<TempDir> {
+        TempDir::new_in(&std::env::temp_dir(), tag)
+    }
+
+    /// A scratch folder under `base`.
+    pub fn new_in(base: &Path, tag: &str) -> std::io::Result<TempDir> {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        let path =
-            std::env::temp_dir().join(format!("printgate-{tag}-{}-{stamp}", std::process::id()));
+        let path = base.join(format!("printgate-{tag}-{}-{stamp}", std::process::id()));
         std::fs::create_dir_all(&path)?;
         Ok(TempDir(path))
     }

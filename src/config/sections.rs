@@ -322,6 +322,10 @@ pub struct JobsConfig {
     pub max_job_hours: u64,
     /// Finished jobs are kept this long, then purged.
     pub retention_hours: u64,
+    /// A printing job's progress (its last line) is saved this often, and
+    /// at every state change. Progress is published from memory; this is
+    /// only what a crash leaves behind, and each save is an SD-card write.
+    pub progress_persist_s: u64,
 }
 
 impl Default for JobsConfig {
@@ -330,6 +334,7 @@ impl Default for JobsConfig {
             timeout_factor: 3.0,
             max_job_hours: 72,
             retention_hours: 168,
+            progress_persist_s: 300,
         }
     }
 }

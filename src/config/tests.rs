@@ -319,3 +319,20 @@ fn missing_file_is_a_read_error_naming_it() {
         .to_string()
         .starts_with("/nonexistent/printgate.toml: cannot read config"));
 }
+
+#[test]
+fn progress_persist_defaults_to_five_minutes_and_refuses_per_tick_saves() {
+    let cfg = parse(MIN, Path::new("pg.toml")).unwrap();
+    assert_eq!(cfg.jobs.progress_persist_s, 300);
+    let cfg = parse(
+        &format!("{MIN}[jobs]\nprogress_persist_s = 60\n"),
+        Path::new("pg.toml"),
+    )
+    .unwrap();
+    assert_eq!(cfg.jobs.progress_persist_s, 60);
+    let errs = errors(&format!("{MIN}[jobs]\nprogress_persist_s = 1\n"));
+    assert!(
+        errs[0].starts_with("pg.toml:4: jobs.progress_persist_s: 1 is out of range, expected 10"),
+        "{errs:?}"
+    );
+}

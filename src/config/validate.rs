@@ -82,6 +82,13 @@ pub(super) fn validate(raw: &RawConfig, serial: &SerialSettings) -> Problems {
         raw.jobs.retention_hours,
         0..=87600,
     );
+    // Below 10 s it would be the per-tick write it exists to avoid.
+    range(
+        &mut out,
+        jobs("progress_persist_s"),
+        raw.jobs.progress_persist_s,
+        10..=86400,
+    );
     out
 }
 

@@ -73,6 +73,32 @@ pub struct LivePrinter {
     pub nozzle_target: Option<f32>,
     pub bed: Option<f32>,
     pub bed_target: Option<f32>,
+    /// The host's own serial-link counters (absent from older daemons).
+    #[serde(default)]
+    pub link: LinkCounters,
+}
+
+/// What the host's protocol counted on one printer's link since the daemon
+/// started, summed over the jobs that ended: what went wrong on the wire as
+/// the gateway saw it (the demo prints these, not the faults it injected).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkCounters {
+    /// `Resend:` requests from the printer.
+    pub resends: u64,
+    /// `ok`s that did not come in time (each answered by a probe).
+    pub timeouts: u64,
+    /// `Error:` lines about damaged or misnumbered lines.
+    pub line_errors: u64,
+}
+
+impl LinkCounters {
+    /// Adds one job's protocol counters.
+    pub fn add(&mut self, stats: &crate::protocol::Stats) {
+        self.resends += stats.resends;
+        self.timeouts += stats.timeouts;
+        self.line_errors += stats.line_errors;
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +109,9 @@ pub struct Response {
     pub job_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub printers: Option<Vec<LivePrinter>>,
+    /// Bytes written and fsyncs, with `Status` (absent from older daemons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io: Option<crate::iostats::IoReport>,
 }
 
 impl Response {
@@ -92,6 +121,7 @@ impl Response {
             message: message.into(),
             job_id: None,
             printers: None,
+            io: None,
         }
     }
     pub fn err(message: impl Into<String>) -> Self {
@@ -100,6 +130,7 @@ impl Response {
             message: message.into(),
             job_id: None,
             printers: None,
+            io: None,
         }
     }
 }

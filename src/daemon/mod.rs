@@ -56,6 +56,15 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
     // Before anything else: a second daemon on this folder would recover
     // (interrupt) the first one's running jobs and fight over its ports.
     let _lock = wiring::lock_data_dir(&data_dir)?;
+    // Benchmarks only (see crate::timescale); real time unless set.
+    let scale = crate::timescale::TimeScale::from_env().map_err(anyhow::Error::msg)?;
+    if !scale.is_real_time() {
+        warn!(
+            "{}: intervals run {}x faster (benchmarks only)",
+            crate::timescale::ENV,
+            scale.factor()
+        );
+    }
     let store = Store::open(&data_dir)
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     let spool_dir = data_dir.join("spool");
@@ -95,19 +104,19 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
     };
     let wall = SystemTime::now();
     let msgs = Messages::new(crate::mqtt::settings::topics(&config));
-    let settings = wiring::core_settings(&config, &spool_dir, wall);
+    let settings = wiring::core_settings(&config, &spool_dir, wall, scale);
     let jitter_seed = settings.jitter_seed;
     let core = FarmCore::new(settings, msgs, snapshot, Instant::now(), wall);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (report_tx, report_rx) = mpsc::channel(1024);
     let (farm_tx, farm_rx) = mpsc::channel(256);
-    let progress_interval = Duration::from_secs(
+    let progress_interval = scale.apply(Duration::from_secs(
         config
             .mqtt
             .as_ref()
             .map_or(10, |m| m.progress_interval_s.max(1)),
-    );
+    ));
     let mut links = BTreeMap::new();
     let mut estop = BTreeMap::new();
     let mut tasks = Vec::new();

@@ -78,9 +78,16 @@ pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
 
 /// The farm core's settings from the config. The jitter seed mixes the
 /// gateway id and the clock, so gateways (and restarts) never retry in step.
-pub fn core_settings(config: &Config, spool_dir: &Path, wall: SystemTime) -> CoreSettings {
+pub fn core_settings(
+    config: &Config,
+    spool_dir: &Path,
+    wall: SystemTime,
+    scale: crate::timescale::TimeScale,
+) -> CoreSettings {
     let mqtt = config.mqtt.as_ref();
     let secs = |s: u64| Duration::from_secs(s.max(1));
+    // Benchmarks run the daemon's intervals faster (see crate::timescale).
+    let scaled = |s: u64| scale.apply(secs(s));
     let clock = wall
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
@@ -94,11 +101,11 @@ pub fn core_settings(config: &Config, spool_dir: &Path, wall: SystemTime) -> Cor
     CoreSettings {
         gateway_id: config.gateway.id.clone(),
         spool_dir: spool_dir.to_path_buf(),
-        idle_announce: secs(mqtt.map_or(10, |m| m.idle_announce_s)),
-        progress_interval: secs(mqtt.map_or(10, |m| m.progress_interval_s)),
-        progress_persist: Duration::from_secs(300),
+        idle_announce: scaled(mqtt.map_or(10, |m| m.idle_announce_s)),
+        progress_interval: scaled(mqtt.map_or(10, |m| m.progress_interval_s)),
+        progress_persist: scaled(config.jobs.progress_persist_s),
         pull: config.pulls(),
-        poll_interval: secs(
+        poll_interval: scaled(
             config
                 .queue_manager
                 .as_ref()

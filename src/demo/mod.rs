@@ -18,6 +18,7 @@ pub mod robot;
 pub mod table;
 
 use crate::bench::TempDir;
+use crate::control::LinkCounters;
 use crate::lifecycle::{JobState, PrinterState};
 use crate::mqtt::topics::Topics;
 use crate::store::StoreReader;
@@ -108,12 +109,34 @@ async fn demo(args: &DemoArgs, dir: &std::path::Path, live: bool) -> anyhow::Res
     // errors end the watch (below) and are otherwise ignored.
     let _ = std::io::stdout().write_all(header(args, &rig).as_bytes());
     let end = watch(args, &rig, &robot, &mut gateway, started, live).await;
+    // The host's counters live in the running gateway: ask before it stops.
+    let link = host_counters(&rig.data_dir).await.unwrap_or_default();
     if !gateway.is_finished() {
         stop_gateway(&mut robot, stop_tx, &mut gateway, &rig.data_dir).await;
     }
     let elapsed = started.elapsed();
     let events = robot.stop().await.events;
-    Ok(finish(rig, &end, events, elapsed))
+    Ok(finish(rig, &end, events, link, elapsed))
+}
+
+/// The gateway's own link counters, summed over its printers (`None` when
+/// it does not answer). These, not the simulators' injected faults, are
+/// what the demo reports: they show what the host noticed and recovered.
+async fn host_counters(data_dir: &std::path::Path) -> Option<LinkCounters> {
+    let dir = data_dir.to_path_buf();
+    let answer = tokio::task::spawn_blocking(move || {
+        crate::control::request(&dir, &crate::control::Request::Status, None)
+    })
+    .await
+    .ok()?
+    .ok()?;
+    let mut sum = LinkCounters::default();
+    for p in answer.printers? {
+        sum.resends += p.link.resends;
+        sum.timeouts += p.link.timeouts;
+        sum.line_errors += p.link.line_errors;
+    }
+    Some(sum)
 }
 
 /// Orderly stop: every event reaches the broker, then the gateway stops and
@@ -141,7 +164,7 @@ async fn stop_gateway(
 }
 
 /// Stops the rest, prints the summary, and says how it went.
-fn finish(rig: Rig, end: &End, events: u64, elapsed: Duration) -> ExitCode {
+fn finish(rig: Rig, end: &End, events: u64, link: LinkCounters, elapsed: Duration) -> ExitCode {
     let created = rig.qm.created();
     let jobs = StoreReader::open(&rig.data_dir)
         .and_then(|r| r.list_jobs(created.len() + 16))
@@ -150,6 +173,9 @@ fn finish(rig: Rig, end: &End, events: u64, elapsed: Duration) -> ExitCode {
         total: created.len(),
         printers: rig.sims.len(),
         events,
+        resends: link.resends,
+        line_errors: link.line_errors,
+        timeouts: link.timeouts,
         elapsed,
         ..Summary::default()
     };
@@ -167,9 +193,8 @@ fn finish(rig: Rig, end: &End, events: u64, elapsed: Duration) -> ExitCode {
     for (_, sim) in rig.sims {
         let s = sim.stop();
         summary.lines += s.executed;
-        summary.resends += s.resends;
-        summary.line_errors += s.errors;
-        summary.timeouts += s.dropped_oks;
+        summary.injected_corrupt += s.corrupted;
+        summary.injected_lost_oks += s.dropped_oks;
     }
     rig.qm.stop();
     let _ = writeln!(std::io::stdout(), "\n{}", table::summary(&summary));
@@ -258,6 +283,9 @@ async fn watch(
         };
         let mut snap = status.snap;
         snap.elapsed = started.elapsed();
+        if let Some(link) = host_counters(&rig.data_dir).await {
+            snap.resends = link.resends;
+        }
         if let Err(e) = view.render(&mut stdout, &snap) {
             return End::OutputClosed(e.to_string());
         }
@@ -307,7 +335,6 @@ fn look(reader: &StoreReader, rig: &Rig, observed: &Observed) -> Option<Status> 
     for (id, sim) in &rig.sims {
         let stats = sim.stats();
         snap.lines += stats.executed;
-        snap.resends += stats.resends;
         let row = printers.iter().find(|p| &p.id == id);
         let state = row.map_or(PrinterState::Offline, |p| p.state);
         all_clear &= state == PrinterState::Idle && row.is_some_and(|p| p.plate_clear);

@@ -33,6 +33,7 @@ pub struct Snapshot {
     pub queued: usize,
     /// Commands the simulated printers executed.
     pub lines: u64,
+    /// Resends the gateway counted (summed at each job's end).
     pub resends: u64,
     pub events: u64,
     pub elapsed: Duration,
@@ -164,9 +165,13 @@ pub struct Summary {
     pub total: usize,
     pub printers: usize,
     pub lines: u64,
+    /// The host's counters (see `crate::control::LinkCounters`).
     pub resends: u64,
     pub line_errors: u64,
     pub timeouts: u64,
+    /// What the simulators did on purpose (`--fault-rate`), for comparison.
+    pub injected_corrupt: u64,
+    pub injected_lost_oks: u64,
     pub events: u64,
     pub elapsed: Duration,
 }
@@ -174,7 +179,8 @@ pub struct Summary {
 pub fn summary(s: &Summary) -> String {
     format!(
         "summary\n  jobs printed: {}/{}\n  lines sent: {} (executed by {} printers)\n  \
-         resends: {} ({} line errors)\n  time-outs: {} (lost oks)\n  \
+         resends: {} ({} line errors; {} lines corrupted on purpose)\n  \
+         time-outs: {} ({} oks withheld on purpose)\n  \
          events published: {} (seen on device/printer/+/event)\n  elapsed: {:.1} s\n",
         s.completed,
         s.total,
@@ -182,7 +188,9 @@ pub fn summary(s: &Summary) -> String {
         s.printers,
         s.resends,
         s.line_errors,
+        s.injected_corrupt,
         s.timeouts,
+        s.injected_lost_oks,
         s.events,
         s.elapsed.as_secs_f64()
     )

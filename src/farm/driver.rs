@@ -165,7 +165,12 @@ impl Driver {
                     token.ack();
                 }
             }
-            Effect::Reply { id, response } => {
+            Effect::Reply { id, mut response } => {
+                // A status answer also says what the gateway wrote (the core
+                // has no store to ask).
+                if response.printers.is_some() {
+                    response.io = Some(crate::iostats::IoReport::collect(&self.p.store));
+                }
                 if let Some(tx) = self.replies.remove(&id) {
                     if tx.send(response).is_err() {
                         debug!("control: the client left before its answer");

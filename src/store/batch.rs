@@ -72,21 +72,17 @@ pub enum Applied {
 }
 
 /// Applies `batch` inside `tx`; an error means the caller rolls back.
-pub(crate) fn apply(
-    tx: &Connection,
-    handed_out: u64,
-    batch: &Batch,
-) -> Result<Applied, StoreError> {
+pub(crate) fn apply(tx: &Connection, batch: &Batch) -> Result<Applied, StoreError> {
     let mut answer = Applied::Done;
     for write in &batch.writes {
         match write {
             Write::AddJob(job) => {
-                if jobs::add(tx, handed_out, job, None)? == AddOutcome::Duplicate {
+                if jobs::add(tx, job, None)? == AddOutcome::Duplicate {
                     return Ok(Applied::Duplicate);
                 }
             }
             Write::Job { id, to, reason } => {
-                jobs::transition(tx, handed_out, id, *to, reason.as_deref(), None)?;
+                jobs::transition(tx, id, *to, reason.as_deref(), None)?;
             }
             Write::JobFile {
                 id,
@@ -99,7 +95,7 @@ pub(crate) fn apply(
                 lines_done,
                 percent,
             } => {
-                jobs::progress(tx, handed_out, id, *lines_done, 0, *percent, None)?;
+                jobs::progress(tx, id, *lines_done, 0, *percent, None)?;
             }
             Write::Printer {
                 id,
@@ -113,7 +109,7 @@ pub(crate) fn apply(
                     plate_clear: *plate_clear,
                     current_job: current_job.clone(),
                 };
-                printers::set_state(tx, handed_out, &change, None)?;
+                printers::set_state(tx, &change, None)?;
             }
             Write::PrinterFinished { id, job, outcome } => {
                 tx.execute(
@@ -121,11 +117,16 @@ pub(crate) fn apply(
                     params![id, job, outcome],
                 )?;
             }
-            Write::Purge { older_than } => answer = Applied::Purged(jobs::purge(tx, *older_than)?),
+            // One batch of at most `PURGE_BATCH` jobs: the hourly purge
+            // catches up over the hours after a burst.
+            Write::Purge { older_than } => {
+                let cutoff = jobs::purge_cutoff(*older_than);
+                answer = Applied::Purged(jobs::purge(tx, cutoff)?);
+            }
         }
     }
     for item in &batch.outbox {
-        outbox::enqueue(tx, handed_out, item)?;
+        outbox::enqueue(tx, item)?;
     }
     Ok(answer)
 }

@@ -1,14 +1,15 @@
 //! Job rows: accepting, moving through the lifecycle, progress, choosing the
-//! next job, retention and crash recovery.
+//! next job and retention. (What a restart does to them is the farm's
+//! decision: `farm::core`'s recovery, written as an ordinary batch.)
 //!
 //! Every function runs inside the caller's transaction and writes the
 //! history row and outbox row of a change together with the change itself.
 //! Legality comes from [`crate::lifecycle`]; nothing here decides policy.
 
-use super::outbox::{enqueue, enqueue_opt};
+use super::outbox::enqueue_opt;
 use super::types::{
-    job_from_row, now_s, sql_u64, AddOutcome, Job, NewJob, OutboxItem, PurgedJob, RecoveredJob,
-    Recovery, JOB_COLUMNS,
+    job_from_row, now_s, row_u64, sql_u64, AddOutcome, Job, NewJob, OutboxItem, PurgedJob,
+    JOB_COLUMNS,
 };
 use super::StoreError;
 use crate::lifecycle::{job_transition_allowed, JobState};
@@ -17,7 +18,6 @@ use std::time::Duration;
 
 pub(crate) fn add(
     tx: &Connection,
-    handed_out: u64,
     job: &NewJob,
     event: Option<&OutboxItem>,
 ) -> Result<AddOutcome, StoreError> {
@@ -68,13 +68,12 @@ pub(crate) fn add(
         ],
     )?;
     history(tx, &job.id, None, state, Some("accepted"), now)?;
-    let seq = enqueue_opt(tx, handed_out, event)?;
+    let seq = enqueue_opt(tx, event)?;
     Ok(AddOutcome::Inserted { seq })
 }
 
 pub(crate) fn transition(
     tx: &Connection,
-    handed_out: u64,
     id: &str,
     to: JobState,
     reason: Option<&str>,
@@ -92,7 +91,7 @@ pub(crate) fn transition(
         });
     }
     set_state(tx, id, from, to, reason, now_s())?;
-    enqueue_opt(tx, handed_out, event)
+    enqueue_opt(tx, event)
 }
 
 /// Writes a checked move and its history row.
@@ -134,7 +133,6 @@ fn history(
 
 pub(crate) fn progress(
     tx: &Connection,
-    handed_out: u64,
     id: &str,
     lines_done: u64,
     bytes_done: u64,
@@ -161,7 +159,7 @@ pub(crate) fn progress(
     if changed == 0 {
         return Err(StoreError::UnknownJob(id.to_owned()));
     }
-    enqueue_opt(tx, handed_out, event)
+    enqueue_opt(tx, event)
 }
 
 pub(crate) fn set_file(
@@ -206,14 +204,34 @@ pub(crate) fn next_for(
         .optional()?)
 }
 
-pub(crate) fn purge(tx: &Connection, older_than: Duration) -> Result<Vec<PurgedJob>, StoreError> {
+/// Jobs deleted per retention transaction: a first purge after months
+/// off writes a few hundred KiB of WAL per batch, not one huge transaction.
+pub const PURGE_BATCH: usize = 500;
+
+/// Terminal jobs that finished at or before `cutoff` (Unix seconds).
+const PURGE_WHERE: &str = "finished_at IS NOT NULL AND finished_at <= ?1
+    AND state IN ('completed', 'failed', 'cancelled', 'interrupted')";
+
+/// The finish time at or before which a job is purged.
+pub(crate) fn purge_cutoff(older_than: Duration) -> i64 {
     let age = i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX);
-    let cutoff = now_s().saturating_sub(age);
-    let mut stmt = tx.prepare(
-        "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ?1
-         AND state IN ('completed', 'failed', 'cancelled', 'interrupted')
-         RETURNING id, gcode_path",
-    )?;
+    now_s().saturating_sub(age)
+}
+
+/// How many jobs [`purge`] would delete.
+pub(crate) fn purge_due(conn: &Connection, cutoff: i64) -> Result<u64, StoreError> {
+    let sql = format!("SELECT COUNT(*) FROM jobs WHERE {PURGE_WHERE}");
+    Ok(conn.query_row(&sql, [cutoff], |r| row_u64(r, 0))?)
+}
+
+/// Deletes up to [`PURGE_BATCH`] jobs that finished at or before `cutoff`
+/// (their history goes with them: `ON DELETE CASCADE`).
+pub(crate) fn purge(tx: &Connection, cutoff: i64) -> Result<Vec<PurgedJob>, StoreError> {
+    let sql = format!(
+        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE {PURGE_WHERE} LIMIT {PURGE_BATCH})
+         RETURNING id, gcode_path"
+    );
+    let mut stmt = tx.prepare(&sql)?;
     let purged = stmt
         .query_map([cutoff], |r| {
             Ok(PurgedJob {
@@ -223,72 +241,4 @@ pub(crate) fn purge(tx: &Connection, older_than: Duration) -> Result<Vec<PurgedJ
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(purged)
-}
-
-pub(crate) fn recover<F>(
-    tx: &Connection,
-    handed_out: u64,
-    mut announce: F,
-) -> Result<Recovery, StoreError>
-where
-    F: FnMut(&RecoveredJob) -> Vec<OutboxItem>,
-{
-    let now = now_s();
-    let mut stmt = tx.prepare(
-        "SELECT id, printer_id, state FROM jobs
-         WHERE state IN ('printing', 'paused', 'downloading') ORDER BY rowid",
-    )?;
-    let found = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, JobState>(2)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut recovery = Recovery::default();
-    for (job_id, printer_id, from) in found {
-        let (to, reason) = if from == JobState::Downloading {
-            (JobState::Queued, "download restarted after gateway restart")
-        } else {
-            (JobState::Interrupted, "gateway restarted during the print")
-        };
-        set_state(tx, &job_id, from, to, Some(reason), now)?;
-        let moved = RecoveredJob {
-            job_id,
-            printer_id,
-            from,
-            to,
-        };
-        for item in announce(&moved) {
-            recovery.seqs.push(enqueue(tx, handed_out, &item)?);
-        }
-        if to == JobState::Interrupted {
-            recovery.interrupted.push(moved);
-        } else {
-            recovery.requeued.push(moved);
-        }
-    }
-    // Printers caught mid-print wait for a clear plate, whatever their job
-    // row says; every other printer is offline until its task reconnects.
-    let mut stmt = tx.prepare(
-        "UPDATE printers SET state = 'awaiting_clear', plate_clear = 0, updated_at = ?2
-         WHERE state IN ('printing', 'paused') OR id = ?1
-         RETURNING id",
-    )?;
-    let mut printers = std::collections::BTreeSet::new();
-    let interrupted_printers = recovery.interrupted.iter().map(|j| j.printer_id.as_deref());
-    for printer in interrupted_printers.chain([None]) {
-        for id in stmt.query_map(params![printer, now], |r| r.get::<_, String>(0))? {
-            printers.insert(id?);
-        }
-    }
-    recovery.awaiting_clear = printers.into_iter().collect();
-    tx.execute(
-        "UPDATE printers SET state = 'offline', updated_at = ?1
-         WHERE state IN ('idle', 'error')",
-        [now],
-    )?;
-    Ok(recovery)
 }

@@ -8,12 +8,36 @@
 //! [`Pending`] answer: `.await` it from async code, or call
 //! [`Pending::blocking`] from plain threads.
 //!
-//! Every write runs in an IMMEDIATE transaction with `synchronous=FULL`,
-//! except progress updates (see [`Store::record_progress`]). A state change
-//! and the outbox row announcing it share the transaction.
-//!
 //! All SQL of the crate lives under this module. It never builds MQTT
 //! payloads (callers pass [`OutboxItem`]s) and never touches spool files.
+//!
+//! # Writes and the SD card
+//!
+//! A gateway's SD card dies of small synchronous writes: every fsync makes
+//! it program (often erase) a whole flash page or block. So:
+//! - **Durable only where a consumer must not lose it.** Every write is one
+//!   IMMEDIATE transaction; a state change and the outbox row announcing it
+//!   share it, with `synchronous=FULL` (one WAL fsync). Three writes are not
+//!   durable (`synchronous=NORMAL`, no fsync; safe from application crashes,
+//!   may be lost to a power cut, never corrupt): progress
+//!   ([`Store::record_progress`]: a last value, the next one replaces it),
+//!   outbox deletions ([`Store::outbox_delivered`]: a lost one re-sends a row
+//!   with its old seq, which consumers drop as a duplicate), and all but the
+//!   last batch of a retention purge.
+//! - **The WAL checkpoints on our schedule** (`wal.rs`): at about 4 MiB of
+//!   frames, after five minutes without writes, and at close; never
+//!   per commit. A checkpoint copies each changed page once however often it
+//!   changed, and costs two fsyncs. `journal_size_limit` truncates the
+//!   `-wal` back to that size after a burst (a long broker outage).
+//! - **Retention** ([`Store::purge_finished`]) deletes in batches of
+//!   [`PURGE_BATCH`] jobs, durable once at the end. Freed pages are reused by
+//!   later rows; the store never runs `VACUUM` (it rewrites the whole file
+//!   and as much WAL again, for space a gateway does not need back).
+//! - **One decision, one fsync**: [`Store::apply`] commits several writes
+//!   (job, printer, events) in one transaction.
+//! - **Counted**: [`Store::io_stats`] says what the store made the storage
+//!   do (bytes, fsyncs, commits by durability, checkpoints); see `wal.rs`
+//!   for how exact each figure is.
 
 mod batch;
 mod error;
@@ -23,6 +47,8 @@ mod printers;
 mod reader;
 mod schema;
 mod types;
+mod wal;
+mod writer;
 
 #[cfg(test)]
 mod testdir;
@@ -31,67 +57,24 @@ mod tests;
 
 pub use batch::{Applied, Batch, Write};
 pub use error::StoreError;
+pub use jobs::PURGE_BATCH;
 pub use reader::StoreReader;
 pub use schema::{DB_FILE, SCHEMA_VERSION, SPOOL_DIR};
 pub use types::{
     AddOutcome, Job, JobEvent, JobSource, NewJob, OutboxItem, OutboxKind, OutboxRow, PrinterRow,
-    PrinterSeed, PurgedJob, RecoveredJob, Recovery,
+    PrinterSeed, PurgedJob,
 };
+pub use wal::StoreIo;
+pub use writer::Pending;
 
 use crate::lifecycle::{JobState, PrinterState};
-use rusqlite::{Connection, Transaction, TransactionBehavior};
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::oneshot;
-
-type Work = Box<dyn FnOnce(&mut Writer) + Send>;
-
-enum Op {
-    Run(Work),
-    Close(oneshot::Sender<Result<(), StoreError>>),
-}
-
-/// State owned by the writer thread.
-pub(crate) struct Writer {
-    conn: Connection,
-    /// Highest outbox seq handed to the MQTT link by `outbox_after` since this
-    /// process started. Rows at or below it may be in flight, so progress
-    /// coalescing must not rewrite them (the broker would ack the old payload
-    /// and the new one would be deleted unseen).
-    handed_out: u64,
-}
-
-impl Writer {
-    /// Runs `f` in one IMMEDIATE transaction. `durable = false` drops to
-    /// `synchronous=NORMAL` for this transaction only: in WAL mode that skips
-    /// the fsync at commit, so a power cut may lose this write but can never
-    /// corrupt the file; the next FULL commit fsyncs it along with its own.
-    fn write<T>(
-        &mut self,
-        durable: bool,
-        f: impl FnOnce(&Transaction<'_>, u64) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        if !durable {
-            self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        }
-        let result = (|| {
-            let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
-            let value = f(&tx, self.handed_out)?;
-            tx.commit()?;
-            Ok(value)
-        })();
-        if !durable {
-            // Restore before anything else runs on this connection.
-            self.conn.pragma_update(None, "synchronous", "FULL")?;
-        }
-        result
-    }
-}
+use wal::Counters;
+use writer::{Op, PendingState, Work, Writer};
 
 /// Handle to the store. Clone it freely; the writer thread stops when the last
 /// handle is dropped or [`Store::close`] is called.
@@ -99,40 +82,7 @@ impl Writer {
 pub struct Store {
     ops: mpsc::Sender<Op>,
     data_dir: Arc<Path>,
-}
-
-/// An answer from the writer thread: a future, or [`Pending::blocking`].
-#[must_use = "the operation's result (and any error) is in the Pending"]
-pub struct Pending<T> {
-    state: PendingState<T>,
-}
-
-enum PendingState<T> {
-    Waiting(oneshot::Receiver<Result<T, StoreError>>),
-    Failed(Option<StoreError>),
-}
-
-impl<T> Pending<T> {
-    /// Waits on the current thread. Must not be called from inside a tokio
-    /// runtime (use `.await` there).
-    pub fn blocking(self) -> Result<T, StoreError> {
-        match self.state {
-            PendingState::Waiting(rx) => rx.blocking_recv().unwrap_or(Err(StoreError::Closed)),
-            PendingState::Failed(err) => Err(err.unwrap_or(StoreError::Closed)),
-        }
-    }
-}
-
-impl<T> Future for Pending<T> {
-    type Output = Result<T, StoreError>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.state {
-            PendingState::Waiting(rx) => Pin::new(rx)
-                .poll(cx)
-                .map(|r| r.unwrap_or(Err(StoreError::Closed))),
-            PendingState::Failed(err) => Poll::Ready(Err(err.take().unwrap_or(StoreError::Closed))),
-        }
-    }
+    counters: Arc<Counters>,
 }
 
 impl Store {
@@ -140,16 +90,30 @@ impl Store {
     /// folder and the database as needed), checks its integrity, migrates it,
     /// and starts the writer thread. Call once at startup; errors are fatal.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        // The benchmarks' time scale shortens "idle" like every other
+        // interval (an invalid value is refused by the daemon before this).
+        let idle = crate::timescale::TimeScale::from_env()
+            .unwrap_or_default()
+            .apply(wal::IDLE_CHECKPOINT);
+        Store::open_with_idle(data_dir, idle)
+    }
+
+    /// [`Store::open`] with another quiet time before an idle checkpoint.
+    pub(crate) fn open_with_idle(data_dir: &Path, idle: Duration) -> Result<Store, StoreError> {
         let conn = schema::open_writer(data_dir)?;
-        let (ops, rx) = mpsc::channel::<Op>();
-        std::thread::Builder::new()
-            .name("printgate-store".into())
-            .spawn(move || run_writer(conn, rx))
-            .map_err(StoreError::Thread)?;
+        let counters = Arc::new(Counters::default());
+        let ops = writer::spawn(conn, counters.clone(), idle)?;
         Ok(Store {
             ops,
             data_dir: Arc::from(data_dir),
+            counters,
         })
+    }
+
+    /// What the store has made the storage do since it opened (see the
+    /// module doc). Answers at once, without waiting for the writer thread.
+    pub fn io_stats(&self) -> StoreIo {
+        self.counters.snapshot()
     }
 
     /// The data directory this store was opened on.
@@ -194,21 +158,7 @@ impl Store {
     /// `offline` with the plate NOT confirmed clear.
     pub fn sync_printers(&self, seeds: &[PrinterSeed]) -> Pending<()> {
         let seeds = seeds.to_vec();
-        self.submit(move |w| w.write(true, |tx, _| printers::sync(tx, &seeds)))
-    }
-
-    /// Run once at startup, before any printer task. Jobs caught `printing`
-    /// or `paused` by a crash become `interrupted` (never resumed: the part
-    /// is in an unknown state) and their printers `awaiting_clear` with the
-    /// plate not clear; `downloading` jobs go back to `queued`; other
-    /// printers become `offline` until their task reconnects. `announce`
-    /// builds the outbox rows for each moved job (the store does not know
-    /// the payload format); they are written in the same transaction.
-    pub fn recover_on_start<F>(&self, announce: F) -> Pending<Recovery>
-    where
-        F: FnMut(&RecoveredJob) -> Vec<OutboxItem> + Send + 'static,
-    {
-        self.submit(move |w| w.write(true, |tx, h| jobs::recover(tx, h, announce)))
+        self.submit(move |w| w.write(true, |tx| printers::sync(tx, &seeds)))
     }
 
     /// Applies one batch of the farm's writes and its outbox rows in one
@@ -228,7 +178,7 @@ impl Store {
                     detail: "an AddJob must be the first write of its batch".into(),
                 });
             }
-            w.write(batch.durable, |tx, h| batch::apply(tx, h, &batch))
+            w.write(batch.durable, |tx| batch::apply(tx, &batch))
         })
     }
 
@@ -241,7 +191,7 @@ impl Store {
     /// set), with its first history row and `event`, durably. A job id seen
     /// before returns [`AddOutcome::Duplicate`] and changes nothing.
     pub fn add_job(&self, job: NewJob, event: Option<OutboxItem>) -> Pending<AddOutcome> {
-        self.submit(move |w| w.write(true, |tx, h| jobs::add(tx, h, &job, event.as_ref())))
+        self.submit(move |w| w.write(true, |tx| jobs::add(tx, &job, event.as_ref())))
     }
 
     /// Moves a job to `to` if [`crate::lifecycle::job_transition_allowed`]
@@ -257,8 +207,8 @@ impl Store {
     ) -> Pending<Option<u64>> {
         let (id, reason) = (job_id.to_owned(), reason.map(str::to_owned));
         self.submit(move |w| {
-            w.write(true, |tx, h| {
-                jobs::transition(tx, h, &id, to, reason.as_deref(), event.as_ref())
+            w.write(true, |tx| {
+                jobs::transition(tx, &id, to, reason.as_deref(), event.as_ref())
             })
         })
     }
@@ -282,31 +232,22 @@ impl Store {
             plate_clear,
             current_job: current_job.map(|j| j.map(str::to_owned)),
         };
-        self.submit(move |w| {
-            w.write(true, |tx, h| {
-                printers::set_state(tx, h, &change, event.as_ref())
-            })
-        })
+        self.submit(move |w| w.write(true, |tx| printers::set_state(tx, &change, event.as_ref())))
     }
 
-    /// Saves a job's progress. The caller coalesces (at most one call per
-    /// progress interval). This transaction runs with `synchronous=NORMAL`:
-    /// losing the last progress value to a power cut is harmless (the job is
-    /// interrupted anyway and the next value overwrites it), and skipping the
-    /// fsync saves SD-card wear at one write per printer per interval.
-    /// `progress` is clamped to 0–100; a NaN is stored as 0.
-    pub fn record_progress(
-        &self,
-        job_id: &str,
-        lines_done: u64,
-        bytes_done: u64,
-        progress: f64,
-        event: Option<OutboxItem>,
-    ) -> Pending<Option<u64>> {
+    /// Saves a job's last known progress, with no outbox row: progress is a
+    /// last value, published from memory. Call it at state changes and at
+    /// most every `jobs.progress_persist_s` (so that an interrupted job's
+    /// last line survives a crash), never per progress tick: each call is a
+    /// commit of about two pages. Not durable (`synchronous=NORMAL`): a power
+    /// cut may lose it, which costs nothing (the job is interrupted anyway),
+    /// and it saves an fsync. `percent` is clamped to 0–100; NaN is stored
+    /// as 0.
+    pub fn record_progress(&self, job_id: &str, lines_done: u64, percent: f64) -> Pending<()> {
         let id = job_id.to_owned();
         self.submit(move |w| {
-            w.write(false, |tx, h| {
-                jobs::progress(tx, h, &id, lines_done, bytes_done, progress, event.as_ref())
+            w.write(false, |tx| {
+                jobs::progress(tx, &id, lines_done, 0, percent, None).map(|_| ())
             })
         })
     }
@@ -321,7 +262,7 @@ impl Store {
     ) -> Pending<()> {
         let (id, path) = (job_id.to_owned(), gcode_path.to_owned());
         self.submit(move |w| {
-            w.write(true, |tx, _| {
+            w.write(true, |tx| {
                 jobs::set_file(tx, &id, &path, bytes_total, lines_total)
             })
         })
@@ -333,23 +274,21 @@ impl Store {
     /// in place and its seq returned (one row per printer through a broker
     /// outage, no seq gap, no overtaking of that printer's events).
     pub fn enqueue(&self, item: OutboxItem) -> Pending<u64> {
-        self.submit(move |w| w.write(true, |tx, h| outbox::enqueue(tx, h, &item)))
+        self.submit(move |w| w.write(true, |tx| outbox::enqueue(tx, &item)))
     }
 
     /// Up to `limit` outbox rows with `seq > after_seq`, oldest first.
     pub fn outbox_after(&self, after_seq: u64, limit: usize) -> Pending<Vec<OutboxRow>> {
-        self.submit(move |w| {
-            let rows = outbox::after(&w.conn, after_seq, limit)?;
-            if let Some(last) = rows.last() {
-                w.handed_out = w.handed_out.max(last.seq);
-            }
-            Ok(rows)
-        })
+        self.submit(move |w| outbox::after(&w.conn, after_seq, limit))
     }
 
-    /// Deletes a row once the broker acknowledged it. Returns whether it existed.
+    /// Deletes a row once the broker acknowledged it. Returns whether it
+    /// existed. Not durable (no fsync): a power cut may bring the row back,
+    /// and it is published again with its seq, which consumers already
+    /// treat as a duplicate (delivery is at least once). Durable deletes
+    /// cost one fsync per published event.
     pub fn outbox_delivered(&self, seq: u64) -> Pending<bool> {
-        self.submit(move |w| w.write(true, |tx, _| outbox::delivered(tx, seq)))
+        self.submit(move |w| w.write(false, |tx| outbox::delivered(tx, seq)))
     }
 
     /// Rows waiting for delivery.
@@ -366,9 +305,27 @@ impl Store {
     }
 
     /// Deletes terminal jobs (and their history) finished at least
-    /// `older_than` ago. Returns them so the caller can delete spool files.
+    /// `older_than` ago, [`PURGE_BATCH`] per transaction, only the last one
+    /// durable (a power cut may bring back some old jobs, purged again next
+    /// time). Returns them so the caller can delete spool files. Nothing to
+    /// purge writes nothing.
     pub fn purge_finished(&self, older_than: Duration) -> Pending<Vec<PurgedJob>> {
-        self.submit(move |w| w.write(true, |tx, _| jobs::purge(tx, older_than)))
+        self.submit(move |w| {
+            let cutoff = jobs::purge_cutoff(older_than);
+            let mut purged = Vec::new();
+            // Bounded: each round deletes up to a batch of what it counted.
+            loop {
+                let due = jobs::purge_due(&w.conn, cutoff)?;
+                if due == 0 {
+                    return Ok(purged);
+                }
+                let last = due <= PURGE_BATCH as u64;
+                purged.extend(w.write(last, |tx| jobs::purge(tx, cutoff))?);
+                if last {
+                    return Ok(purged);
+                }
+            }
+        })
     }
 
     pub fn list_printers(&self) -> Pending<Vec<PrinterRow>> {
@@ -389,25 +346,5 @@ impl Store {
     pub fn job_history(&self, job_id: &str) -> Pending<Vec<JobEvent>> {
         let id = job_id.to_owned();
         self.submit(move |w| reader::job_history(&w.conn, &id))
-    }
-}
-
-fn run_writer(conn: Connection, ops: mpsc::Receiver<Op>) {
-    let mut writer = Writer {
-        conn,
-        handed_out: 0,
-    };
-    while let Ok(op) = ops.recv() {
-        match op {
-            Op::Run(work) => work(&mut writer),
-            Op::Close(done) => {
-                let result = writer
-                    .conn
-                    .close()
-                    .map_err(|(_, err)| StoreError::from(err));
-                let _ = done.send(result);
-                return;
-            }
-        }
     }
 }

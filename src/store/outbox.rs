@@ -5,44 +5,13 @@
 //! (consumers use them to spot gaps and duplicates). Never publishes anything:
 //! the MQTT link reads rows, publishes them and reports delivery.
 
-use super::types::{now_s, row_u64, sql_u64, OutboxItem, OutboxKind, OutboxRow};
+use super::types::{now_s, row_u64, sql_u64, OutboxItem, OutboxRow};
 use super::StoreError;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 /// Adds `item` inside the caller's transaction and returns its seq.
-///
-/// Progress coalescing: when `item` is progress and the newest row still
-/// queued for the same printer is also progress (and has not been handed to
-/// the MQTT link yet, i.e. `seq > handed_out`), its payload is replaced in
-/// place and its seq returned. A broker outage then leaves one progress row
-/// per printer instead of one per interval, and because the row keeps its
-/// seq there is no gap and nothing moves past that printer's later events.
-/// Events are never coalesced.
-pub(crate) fn enqueue(
-    tx: &Connection,
-    handed_out: u64,
-    item: &OutboxItem,
-) -> Result<u64, StoreError> {
+pub(crate) fn enqueue(tx: &Connection, item: &OutboxItem) -> Result<u64, StoreError> {
     let now = now_s();
-    if item.kind == OutboxKind::Progress {
-        let newest: Option<(u64, OutboxKind)> = tx
-            .query_row(
-                "SELECT seq, kind FROM outbox WHERE printer_id IS ?1 ORDER BY seq DESC LIMIT 1",
-                [&item.printer_id],
-                |r| Ok((row_u64(r, 0)?, r.get(1)?)),
-            )
-            .optional()?;
-        if let Some((seq, OutboxKind::Progress)) = newest {
-            if seq > handed_out {
-                tx.execute(
-                    "UPDATE outbox SET topic = ?2, payload = ?3, retain = ?4, created_at = ?5
-                     WHERE seq = ?1",
-                    params![sql_u64(seq), item.topic, item.payload, item.retain, now],
-                )?;
-                return Ok(seq);
-            }
-        }
-    }
     let last = tx.query_row("SELECT value FROM meta WHERE key = 'last_seq'", [], |r| {
         row_u64(r, 0)
     })?;
@@ -70,10 +39,9 @@ pub(crate) fn enqueue(
 /// Writes `event` if there is one; the common tail of every state change.
 pub(crate) fn enqueue_opt(
     tx: &Connection,
-    handed_out: u64,
     event: Option<&OutboxItem>,
 ) -> Result<Option<u64>, StoreError> {
-    event.map(|e| enqueue(tx, handed_out, e)).transpose()
+    event.map(|e| enqueue(tx, e)).transpose()
 }
 
 pub(crate) fn after(

@@ -46,7 +46,6 @@ pub(crate) fn sync(tx: &Connection, seeds: &[PrinterSeed]) -> Result<(), StoreEr
 
 pub(crate) fn set_state(
     tx: &Connection,
-    handed_out: u64,
     change: &Change,
     event: Option<&OutboxItem>,
 ) -> Result<Option<u64>, StoreError> {
@@ -109,5 +108,5 @@ pub(crate) fn set_state(
             params![change.id, to, plate_clear, job, now],
         )?,
     };
-    enqueue_opt(tx, handed_out, event)
+    enqueue_opt(tx, event)
 }

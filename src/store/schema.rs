@@ -171,7 +171,10 @@ fn init_writer(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // After a burst (a long broker outage) the -wal file is truncated back to
-    // this size at the next checkpoint instead of staying large on the card.
+    // this size when it restarts instead of staying large on the card; about
+    // what `wal::CHECKPOINT_FRAMES` lets accumulate. (Checkpoints themselves
+    // are the writer thread's, see wal.rs: its WAL hook turns SQLite's
+    // automatic checkpoint off.)
     conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)?;
     Ok(())
 }

@@ -146,28 +146,6 @@ pub enum AddOutcome {
     Duplicate,
 }
 
-/// A job that `recover_on_start` moved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecoveredJob {
-    pub job_id: String,
-    pub printer_id: Option<String>,
-    pub from: JobState,
-    pub to: JobState,
-}
-
-/// What `recover_on_start` changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Recovery {
-    /// `printing`/`paused` → `interrupted`.
-    pub interrupted: Vec<RecoveredJob>,
-    /// `downloading` → `queued` (the download starts over).
-    pub requeued: Vec<RecoveredJob>,
-    /// Printers now `awaiting_clear` with `plate_clear = false`.
-    pub awaiting_clear: Vec<String>,
-    /// Outbox seqs of the announcements written.
-    pub seqs: Vec<u64>,
-}
-
 /// A job removed by retention; its spool file (if any) is the caller's to delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PurgedJob {

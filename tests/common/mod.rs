@@ -95,3 +95,42 @@ pub fn start(store: &Store, id: &str, printer: &str) {
         .blocking()
         .unwrap();
 }
+
+/// What the daemon does at start, against a real store: the farm core
+/// builds its view from the store and decides the recovery (prints caught
+/// mid-way interrupted, downloads restarted, printers offline or waiting
+/// for a clear plate); its writes are applied here as the driver would.
+pub fn recover(store: &Store) {
+    use printgate::farm::core::{CoreSettings, Effect, FarmCore, Input, Snapshot};
+    use printgate::farm::messages::Messages;
+    use std::time::{Instant, SystemTime};
+    let rows = store.list_printers().blocking().unwrap();
+    let snapshot = Snapshot {
+        printers: rows
+            .iter()
+            .map(|r| (r.id.clone(), r.filament.clone(), Some(r.clone())))
+            .collect(),
+        jobs: store.open_jobs().blocking().unwrap(),
+    };
+    let topics = Some(printgate::mqtt::topics::Topics::new("gw"));
+    let mut core = FarmCore::new(
+        CoreSettings::for_tests("gw"),
+        Messages::new(topics),
+        snapshot,
+        Instant::now(),
+        SystemTime::now(),
+    );
+    while let Some(effect) = core.poll_effect() {
+        if let Effect::Persist { op, batch } = effect {
+            store.apply(batch).blocking().unwrap();
+            core.handle(
+                Instant::now(),
+                SystemTime::now(),
+                Input::Persisted {
+                    op,
+                    result: Ok(printgate::store::Applied::Done),
+                },
+            );
+        }
+    }
+}

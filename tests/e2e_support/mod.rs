@@ -155,10 +155,17 @@ pub fn add_job(
     (out, expected)
 }
 
-/// Moves (`G1 ` lines) the simulator executed, in order.
+/// Moves (`G1 ` lines) the simulator executed, in order. A log that cannot
+/// be read fails the test: an empty list would make "nothing printed twice"
+/// hold for a simulator that never logged anything.
 pub fn executed_moves(log: &Path) -> Vec<String> {
     std::fs::read_to_string(log)
-        .unwrap_or_default()
+        .unwrap_or_else(|e| {
+            panic!(
+                "simulator log {}: {e} (was the simulator started with --received?)",
+                log.display()
+            )
+        })
         .lines()
         .filter(|l| l.starts_with("G1 "))
         .map(str::to_owned)
@@ -222,7 +229,9 @@ pub fn gateway_config_with(
     path
 }
 
-/// `printgate jobs --json` parsed.
+/// `printgate jobs --json` parsed. A failing CLI or output that is not a
+/// JSON array fails the test: an empty list would make checks over every
+/// job ("all ready", "none missing") pass without looking at one.
 pub fn jobs_json(config: &Path) -> Vec<serde_json::Value> {
     let out = cli(&[
         "jobs",
@@ -232,10 +241,18 @@ pub fn jobs_json(config: &Path) -> Vec<serde_json::Value> {
         "--config",
         config.to_str().unwrap(),
     ]);
-    if !out.status.success() {
-        return Vec::new();
-    }
-    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap_or_default()
+    assert!(
+        out.status.success(),
+        "printgate jobs --json failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "printgate jobs --json printed no JSON array ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// `printgate status` lines as (printer, state) pairs.

@@ -82,6 +82,7 @@ impl FarmCore {
                 nozzle_target: p.temps.nozzle_target,
                 bed: p.temps.bed,
                 bed_target: p.temps.bed_target,
+                link: p.link,
             })
             .collect();
         Response {

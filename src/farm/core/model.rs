@@ -113,6 +113,8 @@ pub struct Printer {
     pub claimed_at: SystemTime,
     /// Another gateway claiming the same id, while it is heard.
     pub rival: Option<super::claims::Rival>,
+    /// The serial link's protocol counters, summed over finished jobs.
+    pub link: crate::control::LinkCounters,
 }
 
 impl Printer {
@@ -135,6 +137,7 @@ impl Printer {
             losses: 0,
             claimed_at: SystemTime::UNIX_EPOCH,
             rival: None,
+            link: crate::control::LinkCounters::default(),
         }
     }
 

@@ -484,6 +484,7 @@ impl FarmCore {
             }
             self.printers.insert(id, p);
         }
+        let mut interrupted = Vec::new();
         for row in snapshot.jobs {
             let mut state = row.state;
             let reason = match state {
@@ -508,8 +509,8 @@ impl FarmCore {
                 state = to;
                 if to == JobState::Interrupted {
                     if let Some(p) = printer.and_then(|p| self.printers.get_mut(p)) {
-                        p.state = PrinterState::AwaitingClear;
-                        p.plate_clear = false;
+                        // The printer row is moved below, with the others.
+                        interrupted.push(p.id.clone());
                         p.finished = Some(Finished {
                             job: Some(row.id.clone()),
                             outcome: Some("interrupted"),
@@ -526,13 +527,17 @@ impl FarmCore {
         // Printers caught mid-print wait for a clear plate; the others are
         // offline until their task reports a handshake.
         for p in self.printers.values_mut() {
+            let caught = interrupted.contains(&p.id);
             let to = match p.state {
+                _ if caught => PrinterState::AwaitingClear,
                 PrinterState::Printing | PrinterState::Paused | PrinterState::AwaitingClear => {
-                    p.plate_clear = false;
                     PrinterState::AwaitingClear
                 }
                 _ => PrinterState::Offline,
             };
+            if to == PrinterState::AwaitingClear {
+                p.plate_clear = false;
+            }
             let finished = p.finished.clone().unwrap_or(Finished {
                 job: None,
                 outcome: None,

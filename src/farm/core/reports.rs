@@ -61,6 +61,7 @@ impl FarmCore {
                 if let Some(p) = self.printers.get_mut(&id) {
                     p.percent = progress.percent;
                     p.lines = Some((progress.lines_done, progress.lines_total));
+                    p.link.add(&stats);
                 }
                 self.finish_job(&id, &job_id, outcome, stats.lines_sent);
             }
