@@ -272,3 +272,13 @@ pub fn printer_states(config: &Path) -> Vec<(String, String)> {
 pub fn sleep_ms(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }
+
+/// Temporary files (`*.part`: downloads, uploads) left in a spool folder.
+pub fn partial_files(spool: &Path) -> Vec<String> {
+    std::fs::read_dir(spool)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".part"))
+        .collect()
+}

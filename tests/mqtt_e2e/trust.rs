@@ -271,12 +271,7 @@ fn r13_local_jobs_cannot_replace_each_others_files() {
     assert!(!empty.status.success(), "an empty id was accepted");
     assert!(!spool.join(".gcode").exists());
     // No upload left behind by the refusals.
-    let parts: Vec<String> = std::fs::read_dir(&spool)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".part"))
-        .collect();
+    let parts = super::e2e_support::partial_files(&spool);
     assert!(parts.is_empty(), "left behind: {parts:?}");
 }
 

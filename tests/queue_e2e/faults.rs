@@ -237,12 +237,7 @@ fn r12_15_stop_during_a_stalled_download_is_prompt_and_leaves_nothing() {
     );
     // The partial file is gone; the next start downloads again.
     let spool = rig.dir().join("data").join("spool");
-    let parts: Vec<String> = std::fs::read_dir(&spool)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".part"))
-        .collect();
+    let parts = crate::e2e_support::partial_files(&spool);
     assert!(parts.is_empty(), "left behind: {parts:?}");
     rig.start();
     rig.clear_waiting();
