@@ -3,7 +3,8 @@
 //! ever replacing a file), cancel, and the printer commands.
 
 use super::model::{spool_file_name, Job};
-use super::persist::{After, Tx};
+use super::persist::Tx;
+use super::writes::After;
 use super::{ControlRequest, Effect, FarmCore, ReplyId};
 use crate::control::{LivePrinter, Response};
 use crate::lifecycle::JobState;

@@ -22,31 +22,33 @@
 //! - everything else is written optimistically: if the store fails, memory
 //!   goes on and a restart recovers from the older (always safe) rows.
 
+mod accept;
 mod claims;
+mod commands;
 mod control;
 pub mod fresh;
 mod inputs;
+mod io;
 pub mod model;
 mod persist;
 mod pull;
+mod recovery;
 mod reports;
 mod schedule;
+mod settings;
 pub mod status;
 #[cfg(test)]
 mod tests;
+mod writes;
 
 use super::messages::Messages;
-use crate::control::Response;
-use crate::mqtt::payload::{Assignment, CommandMsg, RobotProgress};
-use crate::printer::job_file::Summary;
-use crate::printer::{PrinterCommand, PrinterReport};
-use crate::source::{Downloaded, QueueJob};
-use crate::store::{Applied, Batch, Job as JobRow, PrinterRow};
+use crate::printer::PrinterCommand;
+pub use io::{ControlRequest, Effect, Input};
 use model::{Job, Printer};
-pub use persist::PersistError;
+pub use settings::{CoreSettings, RobotRule, Snapshot, Trigger};
 use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
+pub use writes::PersistError;
 
 /// Ties an MQTT message to its PUBACK, held by the driver.
 pub type AckId = u64;
@@ -55,254 +57,6 @@ pub type ReplyId = u64;
 /// Ties a store write to its answer.
 pub type OpId = u64;
 
-/// A configured MQTT trigger: a topic that runs a macro on an idle printer.
-#[derive(Debug, Clone)]
-pub struct Trigger {
-    pub topic: String,
-    pub printer: String,
-    pub gcode: String,
-    /// Where the macro's completion is announced (seed 004's chaining).
-    pub complete_topic: Option<String>,
-}
-
-/// A robot and the printers whose plates it may clear (`[[robot]]`).
-#[derive(Debug, Clone)]
-pub struct RobotRule {
-    pub id: String,
-    pub printers: Vec<String>,
-}
-
-/// The farm's settings, already checked by the config layer.
-#[derive(Debug, Clone)]
-pub struct CoreSettings {
-    pub gateway_id: String,
-    pub spool_dir: PathBuf,
-    /// Every connected printer says where it stands at least this often.
-    pub idle_announce: Duration,
-    /// A printing printer publishes its progress this often.
-    pub progress_interval: Duration,
-    /// A printing job's progress is written to the store at most this often.
-    pub progress_persist: Duration,
-    /// Pull mode: ask the queue manager for work for free printers.
-    pub pull: bool,
-    pub poll_interval: Duration,
-    /// Models can be fetched (a queue manager or allowed hosts are set).
-    pub downloads: bool,
-    /// Publish `device/printers` (pull mode: no job handler owns it).
-    pub publish_printers_list: bool,
-    pub timeout_factor: f64,
-    pub max_job: Duration,
-    pub retention: Duration,
-    pub triggers: Vec<Trigger>,
-    /// `None`: any robot may clear any printer.
-    pub robots: Option<Vec<RobotRule>>,
-    /// Robot reports and commands older than this are not acted on.
-    pub max_message_age: Duration,
-    /// Tolerated clock difference between the gateway and other services.
-    pub clock_skew: Duration,
-    /// Seeds back-off jitter (gateway id, clock): gateways do not retry in lockstep.
-    pub jitter_seed: u64,
-}
-
-impl CoreSettings {
-    /// Defaults for tests and the simulation.
-    pub fn for_tests(gateway_id: &str) -> CoreSettings {
-        CoreSettings {
-            gateway_id: gateway_id.to_owned(),
-            spool_dir: PathBuf::from("/spool"),
-            idle_announce: Duration::from_secs(10),
-            progress_interval: Duration::from_secs(10),
-            progress_persist: Duration::from_secs(300),
-            pull: false,
-            poll_interval: Duration::from_secs(5),
-            downloads: true,
-            publish_printers_list: false,
-            timeout_factor: 3.0,
-            max_job: Duration::from_secs(72 * 3600),
-            retention: Duration::from_secs(168 * 3600),
-            triggers: Vec::new(),
-            robots: None,
-            max_message_age: Duration::from_secs(120),
-            clock_skew: Duration::from_secs(30),
-            jitter_seed: 1,
-        }
-    }
-}
-
-/// What the store held at start: every configured printer's row (or none
-/// for a printer never seen) and every job that had not ended.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    pub printers: Vec<(String, Option<String>, Option<PrinterRow>)>,
-    pub jobs: Vec<JobRow>,
-}
-
-/// A control-socket request as the core sees it.
-#[derive(Debug, Clone)]
-pub enum ControlRequest {
-    Status,
-    Ping,
-    AddJob {
-        printer: String,
-        priority: i64,
-        id: Option<String>,
-        /// The uploaded file, spooled under a temporary name.
-        upload: PathBuf,
-    },
-    CancelJob {
-        job: String,
-    },
-    Printer {
-        printer: String,
-        msg: CommandMsg,
-    },
-}
-
-/// Everything that reaches the core.
-#[derive(Debug)]
-pub enum Input {
-    Report(PrinterReport),
-    /// A push assignment, validated. Acknowledged once durable.
-    Assignment {
-        printer: String,
-        assignment: Assignment,
-        warnings: Vec<String>,
-        ack: Option<AckId>,
-    },
-    Robot {
-        progress: RobotProgress,
-        retained: bool,
-    },
-    Command {
-        printer: String,
-        msg: CommandMsg,
-        retained: bool,
-        /// The dispatcher already sent `M112` out of band.
-        estop_sent: bool,
-        ack: Option<AckId>,
-    },
-    Trigger {
-        topic: String,
-        retained: bool,
-    },
-    /// An inbound message that failed validation.
-    Invalid {
-        printer: Option<String>,
-        /// Rate-limit key (the topic kind).
-        kind: String,
-        problem: String,
-        ack: Option<AckId>,
-    },
-    Control {
-        req: ControlRequest,
-        reply: ReplyId,
-    },
-    Pulled {
-        printer: String,
-        result: Result<Option<QueueJob>, String>,
-    },
-    DownloadRetry {
-        job: String,
-        reason: String,
-    },
-    Downloaded {
-        job: String,
-        result: Result<Downloaded, String>,
-    },
-    Scanned {
-        job: String,
-        result: Result<Summary, String>,
-    },
-    /// A local upload was moved to its spool name (or could not be).
-    Spooled {
-        job: String,
-        result: Result<(), String>,
-    },
-    Persisted {
-        op: OpId,
-        result: Result<Applied, PersistError>,
-    },
-    /// The broker link (re)connected: last values are published again
-    /// (events wait in the outbox and follow in order on their own).
-    BrokerConnected,
-    /// Progress for one of our printer ids from someone else.
-    PeerProgress {
-        printer: String,
-        gateway: Option<String>,
-        claimed_at: Option<SystemTime>,
-    },
-    /// The printer task's command channel is closed.
-    PrinterGone {
-        printer: String,
-    },
-    Tick,
-    /// Stop taking jobs; printers are told to stop safely.
-    Shutdown,
-}
-
-/// Everything the core asks the outside world to do.
-#[derive(Debug)]
-pub enum Effect {
-    /// Apply in one transaction; answer with [`Input::Persisted`].
-    Persist {
-        op: OpId,
-        batch: Batch,
-    },
-    /// Deliver to the printer task, reliably and in order (an
-    /// `EmergencyStop` on the task's out-of-band path).
-    Printer {
-        printer: String,
-        cmd: PrinterCommand,
-    },
-    /// Send the PUBACK of a stored (or rejected) message.
-    Ack(AckId),
-    Reply {
-        id: ReplyId,
-        response: Response,
-    },
-    /// Publish now, not stored: a last value (heartbeats, progress) or an
-    /// event that could not be stored.
-    Publish {
-        topic: String,
-        payload: Vec<u8>,
-        retain: bool,
-    },
-    /// Ask the queue manager for a job; answer with [`Input::Pulled`].
-    Pull {
-        printer: String,
-    },
-    /// Fetch a model to the spool file `name` (`<name>.gcode`, the job's
-    /// own: a stale one from an earlier attempt of the same job may be
-    /// replaced, nothing else); answer with [`Input::Downloaded`] (retries
-    /// are the driver's, announced with [`Input::DownloadRetry`]).
-    Download {
-        job: String,
-        url: String,
-        name: String,
-        sha256: Option<String>,
-    },
-    AbortDownload {
-        job: String,
-    },
-    /// Check a G-code file; answer with [`Input::Scanned`].
-    Scan {
-        job: String,
-        path: PathBuf,
-    },
-    /// Move a local upload to its spool name without replacing anything;
-    /// answer with [`Input::Spooled`].
-    Spool {
-        job: String,
-        from: PathBuf,
-        to: PathBuf,
-    },
-    RemoveFile {
-        path: PathBuf,
-    },
-    /// A one-line state for systemd (`STATUS=`).
-    Status(String),
-}
-
 /// The farm's decisions. See the module documentation.
 pub struct FarmCore {
     s: CoreSettings,
@@ -310,7 +64,7 @@ pub struct FarmCore {
     printers: BTreeMap<String, Printer>,
     jobs: BTreeMap<String, Job>,
     effects: VecDeque<Effect>,
-    writes: persist::WriteQueue,
+    writes: writes::WriteQueue,
     next_op: OpId,
     next_order: u64,
     now: Instant,
@@ -348,7 +102,7 @@ impl FarmCore {
             printers: BTreeMap::new(),
             jobs: BTreeMap::new(),
             effects: VecDeque::new(),
-            writes: persist::WriteQueue::default(),
+            writes: writes::WriteQueue::default(),
             next_op: 1,
             next_order: 0,
             now,

@@ -3,7 +3,8 @@
 //! anything else, and fetching models.
 
 use super::model::{Held, Phase};
-use super::persist::{event_kind, After, Tx};
+use super::persist::{event_kind, Tx};
+use super::writes::After;
 use super::{Effect, FarmCore};
 use crate::lifecycle::JobState;
 use crate::mqtt::payload::{rfc3339, Assignment};

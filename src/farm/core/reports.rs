@@ -2,7 +2,8 @@
 //! gate's other half (clearing), and the batches that announce them.
 
 use super::model::{Finished, Phase, Stop};
-use super::persist::{event_kind, After, Tx};
+use super::persist::{event_kind, Tx};
+use super::writes::After;
 use super::FarmCore;
 use crate::lifecycle::{JobState, PrinterState};
 use crate::printer::{JobOutcome, PrinterReport, ReportKind};

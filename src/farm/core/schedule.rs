@@ -3,7 +3,8 @@
 //! point of no return), time limits, and the periodic publications.
 
 use super::model::{Held, Phase, Printer};
-use super::persist::{After, Tx};
+use super::persist::Tx;
+use super::writes::After;
 use super::{Effect, FarmCore};
 use crate::lifecycle::{JobState, PlateGate, PrinterState};
 use crate::printer::job_file::Summary;
