@@ -9,17 +9,19 @@
 //! come back as inputs. Printer commands are never dropped: a full command
 //! channel keeps them in a per-printer backlog, in order.
 
-use super::core::{AckId, ControlRequest, Effect, FarmCore, Input, PersistError, ReplyId};
+mod convert;
+mod work;
+
+use super::core::{AckId, Effect, FarmCore, Input, PersistError, ReplyId};
 use super::FarmInput;
-use crate::control::{Request, Response};
+use crate::control::Response;
 use crate::mqtt::link::AckToken;
-use crate::mqtt::payload::{Command, CommandMsg};
 use crate::printer::{PrinterCommand, PrinterReport, ReportKind};
 use crate::source::QueueClient;
 use crate::store::{Store, StoreError};
 use log::{debug, error, info, warn};
 use std::collections::{BTreeMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -207,7 +209,7 @@ impl Driver {
                 job,
             }),
             Effect::Spool { job, from, to } => self.blocking(move || Input::Spooled {
-                result: spool(&from, &to),
+                result: work::spool(&from, &to),
                 job,
             }),
             Effect::RemoveFile { path } => {
@@ -258,188 +260,6 @@ impl Driver {
             self.core
                 .handle(now(), SystemTime::now(), Input::PrinterGone { printer });
         }
-    }
-
-    /// Runs `work` on a blocking thread and feeds its answer back. A panic
-    /// there is a bug; it still answers (as an error) so nothing waits forever.
-    fn blocking(&self, work: impl FnOnce() -> Input + Send + 'static) {
-        let tx = self.results_tx.clone();
-        tokio::spawn(async move {
-            match tokio::task::spawn_blocking(work).await {
-                Ok(input) => {
-                    if tx.send(input).is_err() {
-                        debug!("farm stopped before a blocking answer");
-                    }
-                }
-                Err(e) => error!("blocking farm work failed: {e}"),
-            }
-        });
-    }
-
-    fn pull(&self, printer: String) {
-        let Some(client) = self.p.queue.clone() else {
-            let input = Input::Pulled {
-                printer,
-                result: Err("no [queue_manager] configured".into()),
-            };
-            if self.results_tx.send(input).is_err() {
-                debug!("farm stopped before a pull answer");
-            }
-            return;
-        };
-        self.blocking(move || Input::Pulled {
-            result: client.fetch_job(&printer).map_err(|e| e.to_string()),
-            printer,
-        });
-    }
-
-    fn download(&mut self, job: String, url: String, name: String, sha256: Option<String>) {
-        let abort = Arc::new(AtomicBool::new(false));
-        self.aborts.insert(job.clone(), abort.clone());
-        let refused = match &self.p.models {
-            None => Some(
-                "no model source: set [queue_manager] url, or [models] allowed_hosts for \
-                 absolute modelUrls"
-                    .to_owned(),
-            ),
-            Some(m) if !m.relative && !url.contains("://") => Some(format!(
-                "modelUrl {url:?} is relative: set [queue_manager] url (pull = false for \
-                 push-only) to resolve it"
-            )),
-            Some(_) => None,
-        };
-        let (Some(client), None) = (
-            self.p.models.as_ref().map(|m| m.client.clone()),
-            refused.clone(),
-        ) else {
-            let input = Input::Downloaded {
-                job,
-                result: Err(refused.unwrap_or_default()),
-            };
-            if self.results_tx.send(input).is_err() {
-                debug!("farm stopped before a download answer");
-            }
-            return;
-        };
-        let stale = self.p.spool_dir.join(format!("{name}.gcode"));
-        let (tx, retries) = (self.results_tx.clone(), self.p.max_download_retries);
-        let seed = self.p.jitter_seed
-            ^ job
-                .bytes()
-                .fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
-        self.blocking(move || {
-            let mut backoff = crate::backoff::Backoff::new(
-                Duration::from_secs(1),
-                Duration::from_secs(60),
-                0.2,
-                seed,
-            );
-            let wait = |err: &crate::source::SourceError, delay: Duration| {
-                let retry = Input::DownloadRetry {
-                    job: job.clone(),
-                    reason: err.to_string(),
-                };
-                if tx.send(retry).is_err() {
-                    abort.store(true, Ordering::Relaxed);
-                }
-                sleep_unless(&abort, delay);
-            };
-            // The job's own name: a file left by an earlier attempt of this
-            // job (a crash between download and commit) is its own.
-            match std::fs::remove_file(&stale) {
-                Ok(()) => info!("job {job}: replacing its earlier download"),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => warn!("job {job}: cannot remove {}: {e}", stale.display()),
-            }
-            let result = if abort.load(Ordering::Relaxed) {
-                Err("download aborted".to_owned())
-            } else {
-                let sha = sha256.as_deref();
-                crate::source::retry_download(
-                    &client,
-                    &url,
-                    &name,
-                    sha,
-                    retries,
-                    &mut backoff,
-                    wait,
-                )
-                .map_err(|e| e.to_string())
-            };
-            Input::Downloaded { job, result }
-        });
-    }
-
-    /// Turns a message from the MQTT dispatcher or the control socket into
-    /// a core input, keeping its acknowledgement or answer channel here.
-    fn convert(&mut self, input: FarmInput) -> Input {
-        match input {
-            FarmInput::Assignment {
-                printer,
-                assignment,
-                warnings,
-                ack,
-            } => Input::Assignment {
-                printer,
-                assignment,
-                warnings,
-                ack: ack.map(|t| self.keep_ack(t)),
-            },
-            FarmInput::Robot { progress, retained } => Input::Robot { progress, retained },
-            FarmInput::Command {
-                printer,
-                msg,
-                retained,
-                estop_sent,
-                ack,
-            } => Input::Command {
-                printer,
-                msg,
-                retained,
-                estop_sent,
-                ack: ack.map(|t| self.keep_ack(t)),
-            },
-            FarmInput::Trigger { topic, retained } => Input::Trigger { topic, retained },
-            FarmInput::BrokerConnected => Input::BrokerConnected,
-            FarmInput::PeerProgress {
-                printer,
-                gateway,
-                claimed_at,
-            } => Input::PeerProgress {
-                printer,
-                gateway,
-                claimed_at: claimed_at
-                    .as_deref()
-                    .and_then(crate::mqtt::payload::parse_rfc3339),
-            },
-            FarmInput::Invalid {
-                printer,
-                kind,
-                problem,
-                ack,
-            } => Input::Invalid {
-                printer,
-                kind,
-                problem,
-                ack: ack.map(|t| self.keep_ack(t)),
-            },
-            FarmInput::Control { req, upload, reply } => {
-                let id = self.next_id;
-                self.next_id += 1;
-                self.replies.insert(id, reply);
-                Input::Control {
-                    req: control_request(req, upload),
-                    reply: id,
-                }
-            }
-        }
-    }
-
-    fn keep_ack(&mut self, token: AckToken) -> AckId {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.acks.insert(id, token);
-        id
     }
 
     /// Pings systemd's watchdog from the farm loop itself, once the store
@@ -498,67 +318,5 @@ fn persist_error(e: StoreError) -> PersistError {
     PersistError {
         message: e.to_string(),
         retry,
-    }
-}
-
-/// The core's view of a control request.
-fn control_request(req: Request, upload: Option<PathBuf>) -> ControlRequest {
-    let printer_cmd = |printer: String, command| ControlRequest::Printer {
-        printer,
-        msg: CommandMsg {
-            command,
-            job_id: None,
-            timestamp: None,
-        },
-    };
-    match req {
-        Request::Ping => ControlRequest::Ping,
-        Request::Status => ControlRequest::Status,
-        Request::AddJob {
-            printer,
-            priority,
-            id,
-            ..
-        } => match upload {
-            Some(upload) => ControlRequest::AddJob {
-                printer,
-                priority,
-                id,
-                upload,
-            },
-            None => ControlRequest::Ping,
-        },
-        Request::CancelJob { job } => ControlRequest::CancelJob { job },
-        Request::Clear { printer } => printer_cmd(printer, Command::ClearPlate),
-        Request::Pause { printer } => printer_cmd(printer, Command::Pause),
-        Request::Resume { printer } => printer_cmd(printer, Command::Resume),
-        Request::EmergencyStop { printer } => printer_cmd(printer, Command::EmergencyStop),
-    }
-}
-
-/// Moves a local upload to its spool name without ever replacing a file:
-/// a hard link fails if the name exists, then the upload name goes.
-fn spool(from: &Path, to: &Path) -> Result<(), String> {
-    std::fs::hard_link(from, to).map_err(|e| format!("{}: {e}", to.display()))?;
-    if let Err(e) = std::fs::remove_file(from) {
-        warn!("cannot remove the upload {}: {e}", from.display());
-    }
-    if let Some(dir) = to.parent() {
-        if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
-            warn!("cannot sync {}: {e}", dir.display());
-        }
-    }
-    Ok(())
-}
-
-/// Sleeps `delay` in short steps, ending early once `abort` is set (so a
-/// shutdown never waits for a download's back-off).
-fn sleep_unless(abort: &AtomicBool, delay: Duration) {
-    let step = Duration::from_millis(100);
-    let mut left = delay;
-    while !left.is_zero() && !abort.load(Ordering::Relaxed) {
-        let d = left.min(step);
-        std::thread::sleep(d);
-        left = left.saturating_sub(d);
     }
 }
