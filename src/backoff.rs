@@ -54,6 +54,29 @@ impl Backoff {
     }
 }
 
+/// A jitter seed that differs between gateways, printers and boots: the
+/// names (gateway id, printer id, …) mixed with the wall clock. A seed from a
+/// constant or from the printer id alone (`p1` on every gateway) retries in
+/// lock-step across the farm after a shared outage.
+pub fn jitter_seed(names: &[&str]) -> u64 {
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    mix_seed(clock, names)
+}
+
+/// [`jitter_seed`] with the clock given (FNV-1a over the names, seeded with
+/// the clock; a separator between names so `("ab","c")` ≠ `("a","bc")`).
+pub fn mix_seed(clock: u64, names: &[&str]) -> u64 {
+    let mut h = clock ^ 0xcbf2_9ce4_8422_2325;
+    for name in names {
+        for b in name.bytes().chain(std::iter::once(0xff)) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
 /// Remembers whether the current failure streak was already logged, so that a
 /// broker that is down for an hour gives one error line, not thousands.
 #[derive(Debug, Default, Clone)]
@@ -108,6 +131,22 @@ mod tests {
             delays.windows(2).any(|w| w[0] != w[1]),
             "jitter never varied"
         );
+    }
+
+    /// Issue 12 #14: two gateways with a printer `p1` each, starting in the
+    /// same second, draw different retry delays.
+    #[test]
+    fn seeds_differ_by_gateway_printer_and_clock() {
+        let a = mix_seed(1_000, &["gw-a", "p1"]);
+        let b = mix_seed(1_000, &["gw-b", "p1"]);
+        let later = mix_seed(1_001, &["gw-a", "p1"]);
+        let split = mix_seed(1_000, &["gw-a", "p", "1"]);
+        assert!(a != b && a != later && a != split);
+        let delays = |seed| {
+            let mut b = Backoff::new(Duration::from_secs(10), Duration::from_secs(60), 0.2, seed);
+            (0..5).map(|_| b.next_delay()).collect::<Vec<_>>()
+        };
+        assert_ne!(delays(a), delays(b), "two gateways retry in lock-step");
     }
 
     #[test]

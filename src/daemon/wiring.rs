@@ -91,13 +91,7 @@ pub fn core_settings(
     let clock = wall
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let jitter_seed = config
-        .gateway
-        .id
-        .bytes()
-        .fold(clock ^ 0x9e37_79b9_7f4a_7c15, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
+    let jitter_seed = crate::backoff::mix_seed(clock, &[&config.gateway.id]);
     CoreSettings {
         gateway_id: config.gateway.id.clone(),
         spool_dir: spool_dir.to_path_buf(),

@@ -65,10 +65,8 @@ impl Link {
             }
             ok
         });
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
+        // The status topic names the gateway; the client id may be set apart.
+        let seed = crate::backoff::jitter_seed(&[&status_topic, &settings.client_id]);
         Link {
             options: options(&settings, &status_topic),
             backoff: Backoff::new(settings.backoff_initial, settings.backoff_max, 0.2, seed),
