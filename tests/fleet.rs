@@ -127,10 +127,11 @@ fn fleet_of_gateways_prints_every_job_once() {
         .unwrap_or(gateways_up);
     let settled = fleet.wait_settled(Instant::now() + settle);
     let settled_at = fleet.sampler.mark();
+    let farm = fleet.stop_farm();
     let gateway_jobs = fleet.gateway_jobs();
     fleet.stop_all_gateways();
     let executed = fleet.stop_sims();
-    let mut v = Verdict::new(&fleet, executed, gateway_jobs);
+    let mut v = Verdict::new(&fleet, farm, executed, gateway_jobs);
     v.discovery();
     v.handed_once();
     v.printed_once();
@@ -185,9 +186,10 @@ fn a_second_claimant_of_a_printer_id_takes_none_of_its_jobs() {
     let b_states: Vec<(String, String)> = fleet.printer_states(B).into_iter().collect();
     let gateway_jobs = fleet.gateway_jobs();
     let stopped = Instant::now();
+    let farm = fleet.stop_farm();
     fleet.stop_all_gateways();
     let executed = fleet.stop_sims();
-    let mut v = Verdict::new(&fleet, executed, gateway_jobs);
+    let mut v = Verdict::new(&fleet, farm, executed, gateway_jobs);
     v.discovery();
     v.handed_once();
     v.printed_once();

@@ -5,7 +5,7 @@
 //! Each check adds failures to a list so one run names everything wrong;
 //! [`Verdict::finish`] fails the test with the list. Reads, never acts.
 
-use crate::rig::Fleet;
+use crate::rig::{FarmRecords, Fleet};
 use crate::seed_handler::mqtt::Msg;
 use crate::seed_handler::robot::Clear;
 use crate::seed_handler::{Records, Snapshot};
@@ -17,6 +17,7 @@ pub struct Verdict<'a> {
     fleet: &'a Fleet,
     pub rec: Records,
     pub clears: Vec<Clear>,
+    pub robot_errors: Vec<String>,
     /// (gateway, printer) → moves its simulator executed, in order.
     pub executed: BTreeMap<(String, String), Vec<String>>,
     /// Gateway → its `jobs --json`.
@@ -28,13 +29,15 @@ pub struct Verdict<'a> {
 impl<'a> Verdict<'a> {
     pub fn new(
         fleet: &'a Fleet,
+        farm: FarmRecords,
         executed: BTreeMap<(String, String), Vec<String>>,
         gateway_jobs: BTreeMap<String, Vec<Value>>,
     ) -> Verdict<'a> {
         Verdict {
             fleet,
-            rec: fleet.handler().records(),
-            clears: fleet.robots().clears(),
+            rec: farm.records,
+            clears: farm.clears,
+            robot_errors: farm.robot_errors,
             executed,
             gateway_jobs,
             messages: fleet.recorder.messages(),
@@ -423,9 +426,9 @@ impl<'a> Verdict<'a> {
                 &self.rec.errors[..self.rec.errors.len().min(10)]
             ));
         }
-        let robot_errors = self.fleet.robots().errors();
-        if !robot_errors.is_empty() {
-            self.fail(format!("robot errors: {robot_errors:?}"));
+        if !self.robot_errors.is_empty() {
+            let errors = self.robot_errors.clone();
+            self.fail(format!("robot errors: {errors:?}"));
         }
         let other: BTreeSet<&String> = self
             .rec

@@ -13,9 +13,9 @@ use crate::mosquitto::{Mosquitto, SysLog};
 use crate::procs::Sampler;
 use crate::qm::{QmJob, QueueManager};
 use crate::seed_handler::mqtt::Recorder;
-use crate::seed_handler::robot::{RobotSettings, Robots};
+use crate::seed_handler::robot::{Clear, RobotSettings, Robots};
 use crate::seed_handler::seat::Seat;
-use crate::seed_handler::{JobHandler, Settings, Witness};
+use crate::seed_handler::{JobHandler, Records, Settings, Witness};
 use crate::tally::Tally;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -77,6 +77,13 @@ impl Plan {
 pub enum Broker {
     Mosquitto(Mosquitto),
     Embedded,
+}
+
+/// What the handler and robots recorded, once stopped.
+pub struct FarmRecords {
+    pub records: Records,
+    pub clears: Vec<Clear>,
+    pub robot_errors: Vec<String>,
 }
 
 /// One gateway: its config, log and process.
@@ -330,12 +337,23 @@ impl Fleet {
         });
     }
 
-    pub fn handler(&self) -> &JobHandler {
-        self.handler.as_ref().expect("the farm is not started")
+    /// Stops the handler (its main loop joined: no request in flight) and
+    /// the robots, and returns what they recorded.
+    pub fn stop_farm(&mut self) -> FarmRecords {
+        let handler = self.handler.take().expect("the farm is not started");
+        let robots = self.robots.take().expect("the farm is not started");
+        let (clears, robot_errors) = (robots.clears(), robots.errors());
+        let records = handler.stop();
+        drop(robots);
+        FarmRecords {
+            records,
+            clears,
+            robot_errors,
+        }
     }
 
-    pub fn robots(&self) -> &Robots {
-        self.robots.as_ref().expect("the farm is not started")
+    pub fn handler(&self) -> &JobHandler {
+        self.handler.as_ref().expect("the farm is not started")
     }
 
     /// Waits until the queue manager's list is empty, every job it handed

@@ -287,6 +287,12 @@ impl FarmCore {
                 return;
             }
         }
+        // The id names another gateway's printer (or may): its robot's
+        // clear says nothing about this gateway's plate.
+        if let Some(reason) = self.claim_refusal(&r.printer_id) {
+            info!("robot {}: pick completed ignored: {reason}", r.robot_id);
+            return;
+        }
         let by = format!("robot {}", r.robot_id);
         if let Err(reason) = self.plate_cleared(&r.printer_id, &by) {
             info!("robot {}: pick completed ignored: {reason}", r.robot_id);

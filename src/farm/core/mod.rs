@@ -102,6 +102,10 @@ pub struct CoreSettings {
     pub clock_skew: Duration,
     /// Seeds back-off jitter (gateway id, clock): gateways do not retry in lockstep.
     pub jitter_seed: u64,
+    /// A printer id claimed at this start stays silent and refuses
+    /// assignments this long after the first broker connection, listening
+    /// for another claimant (see `claims`). Zero: no listening.
+    pub claim_listen: Duration,
 }
 
 impl CoreSettings {
@@ -125,6 +129,7 @@ impl CoreSettings {
             max_message_age: Duration::from_secs(120),
             clock_skew: Duration::from_secs(30),
             jitter_seed: 1,
+            claim_listen: Duration::ZERO,
         }
     }
 }
@@ -404,6 +409,7 @@ impl FarmCore {
             Input::Persisted { op, result } => self.on_persisted(op, result),
             Input::PrinterGone { printer } => self.on_printer_gone(&printer),
             Input::BrokerConnected => {
+                self.start_listening();
                 for p in self.printers.values_mut() {
                     p.last_publish = None;
                 }
@@ -453,6 +459,7 @@ impl FarmCore {
     }
 
     fn on_tick(&mut self) {
+        self.end_listening();
         self.expire_rivals();
         self.check_time_limits();
         self.publish_periodic();

@@ -113,6 +113,8 @@ pub struct Printer {
     pub claimed_at: SystemTime,
     /// Another gateway claiming the same id, while it is heard.
     pub rival: Option<super::claims::Rival>,
+    /// A new claim listening for another claimant before it speaks.
+    pub listening: super::claims::Listening,
 }
 
 impl Printer {
@@ -135,6 +137,7 @@ impl Printer {
             losses: 0,
             claimed_at: SystemTime::UNIX_EPOCH,
             rival: None,
+            listening: super::claims::Listening::No,
         }
     }
 

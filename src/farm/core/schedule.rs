@@ -219,8 +219,9 @@ impl FarmCore {
             } else {
                 self.s.idle_announce
             };
-            // A printer id another gateway holds: silent (see `claims`).
-            let yields = p.rival.as_ref().is_some_and(|r| !r.we_keep);
+            // A printer id another gateway holds, or a new claim still
+            // listening: silent (see `claims`).
+            let yields = p.silent(now);
             if p.connected
                 && !yields
                 && p.last_publish

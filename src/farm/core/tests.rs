@@ -897,3 +897,6 @@ fn r16_a_later_claim_yields_until_the_other_claimant_is_gone() {
     h.assign("p1", "j2", 4);
     assert!(h.last_download().is_some_and(|(j, _)| j == "j2"));
 }
+
+#[path = "claims_tests.rs"]
+mod claims_tests;
