@@ -39,10 +39,16 @@ mod claims;
 mod figures;
 #[path = "fleet/mosquitto.rs"]
 mod mosquitto;
+#[path = "fleet/owners.rs"]
+mod owners;
+#[path = "fleet/parts.rs"]
+mod parts;
 #[path = "fleet/procs.rs"]
 mod procs;
 #[path = "fleet/rig.rs"]
 mod rig;
+#[path = "fleet/settle.rs"]
+mod settle;
 
 use checks::Verdict;
 use figures::Marks;
@@ -127,19 +133,9 @@ fn fleet_of_gateways_prints_every_job_once() {
         .unwrap_or(gateways_up);
     let settled = fleet.wait_settled(Instant::now() + settle);
     let settled_at = fleet.sampler.mark();
-    let farm = fleet.stop_farm();
-    let gateway_jobs = fleet.gateway_jobs();
-    fleet.stop_all_gateways();
-    let executed = fleet.stop_sims();
-    let mut v = Verdict::new(&fleet, farm, executed, gateway_jobs);
-    v.discovery();
-    v.handed_once();
-    v.printed_once();
-    v.missing_models_failed();
-    v.no_double_booking();
-    v.starts_after_clears();
+    let ended = fleet.wind_down();
+    let mut v = Verdict::after(&fleet, ended);
     v.owners_only();
-    v.clean_farm();
     let marks = Marks {
         created,
         gateways_up,
@@ -184,18 +180,9 @@ fn a_second_claimant_of_a_printer_id_takes_none_of_its_jobs() {
     fleet.release_jobs(&during[2..]);
     let settled = fleet.wait_settled(Instant::now() + STEP);
     let b_states: Vec<(String, String)> = fleet.printer_states(B).into_iter().collect();
-    let gateway_jobs = fleet.gateway_jobs();
     let stopped = Instant::now();
-    let farm = fleet.stop_farm();
-    fleet.stop_all_gateways();
-    let executed = fleet.stop_sims();
-    let mut v = Verdict::new(&fleet, farm, executed, gateway_jobs);
-    v.discovery();
-    v.handed_once();
-    v.printed_once();
-    v.no_double_booking();
-    v.starts_after_clears();
-    v.clean_farm();
+    let ended = fleet.wind_down();
+    let mut v = Verdict::after(&fleet, ended);
     claims::checks(&mut v, &fleet, &b_states, stopped);
     let on_shared = v.rec.assignments_of(SHARED).len();
     eprintln!("duplicate claim: {on_shared} jobs assigned to {SHARED} in all; {} set aside by the handler", v.rec.ignored.len());

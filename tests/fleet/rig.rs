@@ -8,21 +8,20 @@
 //! Owns building, starting, waiting and stopping; verdicts are in
 //! `checks.rs`, figures in `figures.rs`.
 
-use crate::e2e_support::{executed_moves, jobs_json, start_daemon, write_job, Proc, TestDir, BIN};
+use crate::e2e_support::{executed_moves, jobs_json, start_daemon, write_job, Proc, TestDir};
 use crate::mosquitto::{Mosquitto, SysLog};
+use crate::parts::{start_sims, write_gateway, Gateway};
 use crate::procs::Sampler;
 use crate::qm::{QmJob, QueueManager};
 use crate::seed_handler::mqtt::Recorder;
 use crate::seed_handler::robot::{Clear, RobotSettings, Robots};
-use crate::seed_handler::seat::Seat;
 use crate::seed_handler::{JobHandler, Records, Settings, Witness};
 use crate::tally::Tally;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Bound of each start-up step (processes up, printers heard).
 pub const STEP: Duration = Duration::from_secs(120);
@@ -86,13 +85,13 @@ pub struct FarmRecords {
     pub robot_errors: Vec<String>,
 }
 
-/// One gateway: its config, log and process.
-pub struct Gateway {
-    pub id: String,
-    pub printers: Vec<String>,
-    pub config: PathBuf,
-    pub log: PathBuf,
-    pub proc: Option<Proc>,
+/// What a run left: the fixtures' records, every gateway's jobs (`jobs
+/// --json`, by gateway) and what each simulator executed ((gateway,
+/// printer) → moves in order).
+pub struct Ended {
+    pub farm: FarmRecords,
+    pub gateway_jobs: BTreeMap<String, Vec<Value>>,
+    pub executed: BTreeMap<(String, String), Vec<String>>,
 }
 
 /// Field order is drop order: the farm's clients, the daemons, the
@@ -356,60 +355,6 @@ impl Fleet {
         self.handler.as_ref().expect("the farm is not started")
     }
 
-    /// Waits until the queue manager's list is empty, every job it handed
-    /// out was assigned and ended (printed and cleared, or ended before the
-    /// plate), every printer the handler knows is available and its last
-    /// list is empty. `Err` says why it stopped waiting.
-    pub fn wait_settled(&mut self, until: Instant) -> Result<(), String> {
-        loop {
-            for g in &mut self.gateways {
-                if let Some(Ok(Some(status))) = g.proc.as_mut().map(|p| p.0.try_wait()) {
-                    return Err(format!("{}: printgate run exited ({status})", g.id));
-                }
-            }
-            if self.settled() {
-                return Ok(());
-            }
-            if Instant::now() > until {
-                let seats = self.handler().seats();
-                let busy: Vec<String> = seats
-                    .iter()
-                    .filter(|(_, s)| **s != Seat::Available)
-                    .take(20)
-                    .map(|(p, s)| format!("{p}: {s}"))
-                    .collect();
-                return Err(format!(
-                    "not settled in time: {} jobs still queued; seats not available: {busy:?}",
-                    self.qm.pending()
-                ));
-            }
-            // Polling the handler's records: not a synchronisation.
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-
-    fn settled(&self) -> bool {
-        let seats = self.handler().seats();
-        let handed = self.qm.handed().len();
-        let n = self.plan.printers().len();
-        self.handler().with_records(|r| {
-            let ended: BTreeSet<(&str, &str)> = r
-                .completions
-                .iter()
-                .chain(r.ended_before_plate.iter())
-                .filter_map(|(_, p, j)| Some((p.as_str(), j.as_deref()?)))
-                .collect();
-            self.qm.pending() == 0
-                && handed == r.assignments.len()
-                && seats.len() == n
-                && seats.values().all(|s| *s == Seat::Available)
-                && r.lists.last().is_some_and(|(_, l)| l.is_empty())
-                && r.assignments
-                    .iter()
-                    .all(|a| ended.contains(&(a.printer.as_str(), a.job.as_str())))
-        })
-    }
-
     /// Stops every simulator (SIGTERM: each writes out its log) and returns
     /// what each executed: (gateway, printer) → moves in order.
     pub fn stop_sims(&mut self) -> BTreeMap<(String, String), Vec<String>> {
@@ -426,6 +371,20 @@ impl Fleet {
             .collect()
     }
 
+    /// The end of a run: stops the handler and robots, reads every
+    /// gateway's jobs, stops the gateways, then the simulators (whose logs
+    /// are then complete).
+    pub fn wind_down(&mut self) -> Ended {
+        let farm = self.stop_farm();
+        let gateway_jobs = self.gateway_jobs();
+        self.stop_all_gateways();
+        Ended {
+            farm,
+            gateway_jobs,
+            executed: self.stop_sims(),
+        }
+    }
+
     /// Every gateway's `printgate jobs --json`, by gateway.
     pub fn gateway_jobs(&self) -> BTreeMap<String, Vec<Value>> {
         self.gateways
@@ -439,125 +398,5 @@ impl Fleet {
         crate::e2e_support::printer_states(&self.gateway(id).config)
             .into_iter()
             .collect()
-    }
-
-    /// Polls `cond` (every 100 ms) until it holds; fails with the last lines
-    /// of every gateway's log after `limit`.
-    pub fn wait_or_tell(&self, what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + limit;
-        while !cond() {
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out after {limit:?} waiting for {what}\n\n{}",
-                    self.logs(8)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// The last `lines` of each gateway's log.
-    pub fn logs(&self, lines: usize) -> String {
-        let mut out = String::new();
-        for g in &self.gateways {
-            let log = std::fs::read_to_string(&g.log).unwrap_or_default();
-            let all: Vec<&str> = log.lines().collect();
-            out.push_str(&format!("--- {} (last {lines} lines)\n", g.id));
-            out.push_str(&all[all.len().saturating_sub(lines)..].join("\n"));
-            out.push('\n');
-        }
-        out
-    }
-}
-
-/// One simulator per (gateway, printer), all spawned before any is waited
-/// for (a simulator probes for its host every 10 ms until one opens it).
-#[allow(clippy::type_complexity)]
-fn start_sims(
-    dir: &TestDir,
-    plan: &Plan,
-) -> (
-    BTreeMap<(String, String), Proc>,
-    BTreeMap<(String, String), PathBuf>,
-) {
-    let mut sims = BTreeMap::new();
-    let mut logs = BTreeMap::new();
-    for (gw, ids) in &plan.layout {
-        let sub = dir.path().join(gw);
-        std::fs::create_dir_all(&sub).unwrap();
-        for p in ids {
-            let link = sub.join(format!("tty-{p}"));
-            let log = sub.join(format!("{p}.received"));
-            let child = Command::new(BIN)
-                .arg("sim")
-                .arg("--link")
-                .arg(&link)
-                .args(["--baud", "250000", "--motion-time-scale"])
-                .arg(plan.motion_scale.to_string())
-                .arg("--received")
-                .arg(&log)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            sims.insert((gw.clone(), p.clone()), Proc(child));
-            logs.insert((gw.clone(), p.clone()), log);
-        }
-    }
-    let deadline = Instant::now() + STEP;
-    for (gw, ids) in &plan.layout {
-        for p in ids {
-            let link = dir.path().join(gw).join(format!("tty-{p}"));
-            while std::fs::symlink_metadata(&link).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "no simulator link {link:?} within {STEP:?}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-    (sims, logs)
-}
-
-/// A push-only gateway's config: its own data folder and client id
-/// (`printgate-<id>`), `pull = false` with the queue manager's URL for
-/// models, no Home Assistant discovery, generous serial time-outs (a
-/// loaded machine delays the simulators).
-fn write_gateway(
-    dir: &TestDir,
-    id: &str,
-    printers: &[String],
-    sims: &BTreeMap<(String, String), Proc>,
-    port: u16,
-    qm: &str,
-    plan: &Plan,
-) -> Gateway {
-    let sub = dir.path().join(id);
-    let mut text = format!(
-        "[gateway]\nid = \"{id}\"\ndata_dir = \"{}\"\n\
-         [serial]\nbaud = 250000\nboot_timeout_ms = 5000\nack_timeout_ms = 20000\nreopen_max_s = 2\n\
-         [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nkeep_alive_s = 30\n\
-         progress_interval_s = {}\nidle_announce_s = {}\nhomeassistant = false\n\
-         [queue_manager]\nurl = \"{qm}\"\npull = false\nconnect_timeout_s = 5\nread_timeout_s = 20\nmax_retries = 1\n",
-        sub.join("data").display(),
-        plan.progress_interval_s,
-        plan.heartbeat_s,
-    );
-    for p in printers {
-        assert!(sims.contains_key(&(id.to_owned(), p.clone())));
-        text.push_str(&format!(
-            "[[printer]]\nid = \"{p}\"\nport = \"{}\"\nfilament = \"PLA\"\n",
-            sub.join(format!("tty-{p}")).display()
-        ));
-    }
-    let config = sub.join("printgate.toml");
-    std::fs::write(&config, text).unwrap();
-    Gateway {
-        id: id.to_owned(),
-        printers: printers.to_vec(),
-        config,
-        log: sub.join("daemon.log"),
-        proc: None,
     }
 }
