@@ -106,6 +106,10 @@ impl FarmCore {
             last_seen: now,
             we_keep: keep,
         });
+        if !keep {
+            // A clear heard while listening was for the other's printer.
+            p.held_clear = None;
+        }
         if !news {
             return;
         }
@@ -138,9 +142,11 @@ impl FarmCore {
         }
     }
 
-    /// New claims that heard nobody serve their id from now on.
+    /// New claims that heard nobody serve their id from now on (a robot's
+    /// clear heard meanwhile now counts).
     pub(super) fn end_listening(&mut self) {
         let now = self.now;
+        let mut clears = Vec::new();
         for p in self.printers.values_mut() {
             if matches!(p.listening, Listening::Until(t) if now >= t) {
                 p.listening = Listening::No;
@@ -151,8 +157,30 @@ impl FarmCore {
                         p.id
                     );
                 }
+                if let Some(robot) = p.held_clear.take() {
+                    clears.push((p.id.clone(), robot));
+                }
             }
         }
+        for (printer, robot) in clears {
+            if self.claim_refusal(&printer).is_none() {
+                if let Err(reason) = self.plate_cleared(&printer, &format!("robot {robot}")) {
+                    info!("robot {robot}: pick completed (held while listening) ignored: {reason}");
+                }
+            }
+        }
+    }
+
+    /// Why a robot's clear of `printer` is not acted on now: ignored (another
+    /// claimant keeps the id), or held until the claim stops listening.
+    pub(super) fn hold_robot_clear(&mut self, printer: &str, robot: &str) -> Option<String> {
+        let reason = self.claim_refusal(printer)?;
+        let p = self.printers.get_mut(printer)?;
+        if p.rival.as_ref().is_some_and(|r| !r.we_keep) {
+            return Some(format!("ignored: {reason}"));
+        }
+        p.held_clear = Some(robot.to_owned());
+        Some(format!("held: {reason}"))
     }
 
     /// Forgets claimants silent for three heartbeat intervals.

@@ -79,3 +79,36 @@ fn r16_a_new_claim_that_hears_the_first_claimant_never_speaks_for_the_id() {
     assert_eq!(h.state("p1"), PrinterState::AwaitingClear);
     assert!(!h.core.printers().any(|p| p.id == "p1" && p.plate_clear));
 }
+
+#[test]
+fn r16_a_robot_clear_heard_while_listening_counts_once_nobody_else_claims_the_id() {
+    // `printgate demo`'s robot clears every new plate at once.
+    let mut h = listening();
+    h.connect("p1");
+    h.feed(Input::BrokerConnected);
+    h.tick(1);
+    let report = robot("p1", "rob-1", h.wall());
+    h.feed(Input::Robot {
+        progress: report,
+        retained: false,
+    });
+    assert_eq!(
+        h.state("p1"),
+        PrinterState::AwaitingClear,
+        "acted while listening"
+    );
+    h.tick(15);
+    assert_eq!(h.state("p1"), PrinterState::Idle, "the clear was lost");
+    // The same clear, then another claimant: never applied.
+    let mut h = listening();
+    h.connect("p1");
+    h.feed(Input::BrokerConnected);
+    let report = robot("p1", "rob-1", h.wall());
+    h.feed(Input::Robot {
+        progress: report,
+        retained: false,
+    });
+    peer(&mut h, "gw-a", base() - Duration::from_secs(3600));
+    h.tick(16);
+    assert_eq!(h.state("p1"), PrinterState::AwaitingClear);
+}

@@ -115,6 +115,9 @@ pub struct Printer {
     pub rival: Option<super::claims::Rival>,
     /// A new claim listening for another claimant before it speaks.
     pub listening: super::claims::Listening,
+    /// A robot's clear heard while listening (the robot's id): applied
+    /// once the claim serves the id, dropped if another claimant keeps it.
+    pub held_clear: Option<String>,
 }
 
 impl Printer {
@@ -138,6 +141,7 @@ impl Printer {
             claimed_at: SystemTime::UNIX_EPOCH,
             rival: None,
             listening: super::claims::Listening::No,
+            held_clear: None,
         }
     }
 
