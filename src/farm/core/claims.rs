@@ -12,9 +12,12 @@
 //!
 //! A claim made at this start (or younger than the listening time) first
 //! listens: from the first broker connection until `claim_listen` later
-//! (a heartbeat interval and a half), it publishes nothing for the id,
-//! refuses its assignments and ignores robot clears of it, as a yielding
-//! claimant does. Every live claimant speaks at least once a heartbeat, so
+//! (a heartbeat interval and a half), it publishes nothing for the id and
+//! refuses its assignments, as a yielding claimant does; a robot's clear
+//! heard meanwhile is held, applied when listening ends with no other
+//! claimant, dropped if one keeps the id (a yielding claimant ignores robot
+//! clears: they are for the other's plate). Every live claimant speaks at
+//! least once a heartbeat, so
 //! a gateway started by mistake with another's printer id hears the other
 //! before it has said or taken anything; without this, the handler's jobs
 //! for the id reached both gateways until the first heartbeat, and both
@@ -142,28 +145,27 @@ impl FarmCore {
         }
     }
 
-    /// New claims that heard nobody serve their id from now on (a robot's
-    /// clear heard meanwhile now counts).
+    /// New claims that heard nobody serve their id from now on: each says
+    /// where it stands (stored, like any state change), and a robot's clear
+    /// heard meanwhile now counts.
     pub(super) fn end_listening(&mut self) {
         let now = self.now;
-        let mut clears = Vec::new();
+        let mut ended = Vec::new();
         for p in self.printers.values_mut() {
             if matches!(p.listening, Listening::Until(t) if now >= t) {
                 p.listening = Listening::No;
                 p.last_publish = None;
-                if p.rival.is_none() {
-                    info!(
-                        "printer id {}: no other gateway heard claiming it; serving it",
-                        p.id
-                    );
-                }
-                if let Some(robot) = p.held_clear.take() {
-                    clears.push((p.id.clone(), robot));
-                }
+                ended.push((p.id.clone(), p.held_clear.take()));
             }
         }
-        for (printer, robot) in clears {
-            if self.claim_refusal(&printer).is_none() {
+        for (printer, held) in ended {
+            if self.claim_refusal(&printer).is_some() {
+                continue;
+            }
+            info!("printer id {printer}: listened for other claimants; serving it");
+            let item = self.progress_item(&printer);
+            self.announce(item);
+            if let Some(robot) = held {
                 if let Err(reason) = self.plate_cleared(&printer, &format!("robot {robot}")) {
                     info!("robot {robot}: pick completed (held while listening) ignored: {reason}");
                 }
@@ -278,6 +280,13 @@ impl FarmCore {
             payload: serde_json::to_vec(&body).unwrap_or_default(),
             retain: true,
         });
+    }
+
+    /// Whether another gateway keeps `printer`'s id.
+    pub(super) fn lost_claim(&self, printer: &str) -> bool {
+        self.printers
+            .get(printer)
+            .is_some_and(|p| p.rival.as_ref().is_some_and(|r| !r.we_keep))
     }
 
     /// Whether this gateway must stay silent about `printer` (it lost a

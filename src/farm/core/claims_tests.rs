@@ -3,8 +3,10 @@
 //! harness of `tests.rs`.
 
 use super::{base, peer, robot, H};
-use crate::farm::core::Input;
+use crate::farm::core::{ControlRequest, Effect, Input};
 use crate::lifecycle::PrinterState;
+use crate::mqtt::payload::Command;
+use crate::printer::{JobOutcome, ReportKind};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -111,4 +113,58 @@ fn r16_a_robot_clear_heard_while_listening_counts_once_nobody_else_claims_the_id
     peer(&mut h, "gw-a", base() - Duration::from_secs(3600));
     h.tick(16);
     assert_eq!(h.state("p1"), PrinterState::AwaitingClear);
+}
+
+#[test]
+fn r16_a_listening_claim_still_prints_its_own_jobs_and_never_pulls() {
+    // No broker yet (it may be down for hours): listening has not begun,
+    // but the printer is this gateway's own and a local job prints.
+    let mut h = H::with(|s| {
+        s.claim_listen = LISTEN;
+        s.pull = true;
+    });
+    h.ready("p1");
+    h.tick(1);
+    let pulls = |h: &H| {
+        h.out
+            .iter()
+            .filter(|e| matches!(e, Effect::Pull { .. }))
+            .count()
+    };
+    assert_eq!(
+        pulls(&h),
+        0,
+        "asked the queue manager for an id it may not own"
+    );
+    h.feed(Input::Control {
+        req: ControlRequest::AddJob {
+            printer: "p1".into(),
+            priority: 0,
+            id: Some("local-1".into()),
+            upload: "/spool/upload-1".into(),
+        },
+        reply: 7,
+    });
+    h.scanned("local-1");
+    h.feed(Input::Spooled {
+        job: "local-1".into(),
+        result: Ok(()),
+    });
+    h.scanned("local-1");
+    assert!(
+        h.started("p1", "local-1"),
+        "its own job waits for the broker"
+    );
+    // Nobody else claims p1: pulls begin once listening is over.
+    h.report(
+        "p1",
+        ReportKind::JobStarted {
+            job_id: "local-1".into(),
+        },
+    );
+    h.finish("p1", "local-1", JobOutcome::Completed, 10);
+    h.command("p1", Command::ClearPlate, None);
+    h.feed(Input::BrokerConnected);
+    h.tick(16);
+    assert!(pulls(&h) > 0, "never pulled after listening");
 }

@@ -467,6 +467,7 @@ impl FarmCore {
             }
             self.printers.insert(id, p);
         }
+        let mut interrupted: Vec<String> = Vec::new();
         for row in snapshot.jobs {
             let mut state = row.state;
             let reason = match state {
@@ -491,7 +492,9 @@ impl FarmCore {
                 state = to;
                 if to == JobState::Interrupted {
                     if let Some(p) = printer.and_then(|p| self.printers.get_mut(p)) {
-                        p.state = PrinterState::AwaitingClear;
+                        // The state itself moves below, where the row is
+                        // written too (`printgate status` reads the rows).
+                        interrupted.push(p.id.clone());
                         p.plate_clear = false;
                         p.finished = Some(Finished {
                             job: Some(row.id.clone()),
@@ -509,7 +512,9 @@ impl FarmCore {
         // Printers caught mid-print wait for a clear plate; the others are
         // offline until their task reports a handshake.
         for p in self.printers.values_mut() {
+            let caught = interrupted.contains(&p.id);
             let to = match p.state {
+                _ if caught => PrinterState::AwaitingClear,
                 PrinterState::Printing | PrinterState::Paused | PrinterState::AwaitingClear => {
                     p.plate_clear = false;
                     PrinterState::AwaitingClear

@@ -900,3 +900,6 @@ fn r16_a_later_claim_yields_until_the_other_claimant_is_gone() {
 
 #[path = "claims_tests.rs"]
 mod claims_tests;
+
+#[path = "recover_tests.rs"]
+mod recover_tests;
