@@ -12,8 +12,10 @@
 //!
 //! A claim made at this start (or younger than the listening time) first
 //! listens: from the first broker connection until `claim_listen` later
-//! (a heartbeat interval and a half), it publishes nothing for the id and
-//! refuses its assignments, as a yielding claimant does; a robot's clear
+//! (a heartbeat interval and a half), it publishes nothing for the id,
+//! refuses its assignments and does not pull for it, as a yielding claimant
+//! does, but still prints the jobs it holds (its printer is its own; a
+//! broker down at start must not stop a gateway); a robot's clear
 //! heard meanwhile is held, applied when listening ends with no other
 //! claimant, dropped if one keeps the id (a yielding claimant ignores robot
 //! clears: they are for the other's plate). Every live claimant speaks at
