@@ -133,6 +133,9 @@ pub fn core_settings(
         max_message_age: secs(mqtt.map_or(120, |m| m.max_message_age_s)),
         clock_skew: Duration::from_secs(mqtt.map_or(30, |m| m.clock_skew_s)),
         jitter_seed,
+        // A heartbeat and a half: every live claimant speaks once in it.
+        // Without a broker there is nobody to hear, and no listening.
+        claim_listen: mqtt.map_or(Duration::ZERO, |m| secs(m.idle_announce_s) * 3 / 2),
     }
 }
 

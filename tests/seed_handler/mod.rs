@@ -200,6 +200,17 @@ impl JobHandler {
         f(&lock(&self.shared.inner).records)
     }
 
+    /// Stops the main loop (no request left in flight) and returns the
+    /// final records.
+    pub fn stop(mut self) -> Records {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_all();
+        if let Some(main) = self.main.take() {
+            let _ = main.join();
+        }
+        self.records()
+    }
+
     /// Where the handler believes each printer is.
     pub fn seats(&self) -> BTreeMap<String, Seat> {
         lock(&self.shared.inner).seats.all()

@@ -64,8 +64,9 @@ struct Slot {
     /// When it last became available (a counter): the longest waiting
     /// printer gets the next job.
     since: u64,
-    /// The job whose plate a robot cleared last.
-    last_cleared: Option<String>,
+    /// The job whose plate a robot cleared last (`Some(None)`: a plate
+    /// with no job known, e.g. at the gateway's first start).
+    last_cleared: Option<Option<String>>,
 }
 
 /// Every printer the handler knows.
@@ -133,7 +134,7 @@ impl Seats {
     /// job's id. So, once assigned, `idle` below 100 counts only after the
     /// printer said `printing`, and `idle` + 100 only with the assigned
     /// job's id (or, for a printer that is available, any job but the one
-    /// whose plate was just cleared).
+    /// whose plate was just cleared, `null` included).
     pub fn on_progress(
         &mut self,
         printer: &str,
@@ -179,7 +180,7 @@ impl Seats {
             ("idle", true, Seat::Assigned(y) | Seat::Printing(Some(y))) => {
                 return Err(format!("completion of {job:?} while {y} is on it"))
             }
-            ("idle", true, Seat::Available) if job.is_some() && slot.last_cleared == job_owned => {
+            ("idle", true, Seat::Available) if slot.last_cleared.as_ref() == Some(&job_owned) => {
                 return Err(format!("repeat of {job:?}, whose plate was cleared"))
             }
             ("idle", true, Seat::Available) => (
@@ -208,7 +209,7 @@ impl Seats {
             Some(Seat::AwaitingCleaning(job)) => {
                 let change = self.set(printer, Seat::Available, Why::Cleared);
                 if let Some(slot) = self.slots.get_mut(printer) {
-                    slot.last_cleared = job;
+                    slot.last_cleared = Some(job);
                 }
                 Ok(change)
             }

@@ -87,3 +87,26 @@ fn the_longest_waiting_printer_goes_first() {
     let (second, _) = s.assign_next("j2").unwrap();
     assert_eq!(second, "b");
 }
+
+#[test]
+fn a_repeat_of_an_unconfirmed_plate_after_its_clear_is_set_aside() {
+    // A first start: the plate was never confirmed, no job known.
+    let mut s = Seats::new();
+    s.on_progress("p1", "idle", 100.0, None).unwrap();
+    s.discovering = false;
+    assert_eq!(s.awaiting_cleaning(), vec!["p1".to_owned()]);
+    s.on_robot("p1").unwrap();
+    // A heartbeat sent before the gateway heard the robot: not a new
+    // plate to clean (the robots would never see the printer listed anew,
+    // and it would wait for them forever).
+    assert!(s.on_progress("p1", "idle", 100.0, None).is_err());
+    assert_eq!(s.seat("p1"), Some(&Seat::Available));
+    // A finished print is still one.
+    s.assign_next("j1").unwrap();
+    s.on_progress("p1", "printing", 5.0, Some("j1")).unwrap();
+    let c = s
+        .on_progress("p1", "idle", 100.0, Some("j1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.why, Why::Completed(Some("j1".into())));
+}

@@ -9,12 +9,28 @@
 //! id, starts nothing on it and stops publishing for it (its messages would
 //! mislead the job handler) until the other claimant has been silent for
 //! three heartbeat intervals.
+//!
+//! A claim made at this start (or younger than the listening time) first
+//! listens: from the first broker connection until `claim_listen` later
+//! (a heartbeat interval and a half), it publishes nothing for the id,
+//! refuses its assignments and does not pull for it, as a yielding claimant
+//! does, but still prints the jobs it holds (its printer is its own; a
+//! broker down at start must not stop a gateway); a robot's clear
+//! heard meanwhile is held, applied when listening ends with no other
+//! claimant, dropped if one keeps the id (a yielding claimant ignores robot
+//! clears: they are for the other's plate). Every live claimant speaks at
+//! least once a heartbeat, so
+//! a gateway started by mistake with another's printer id hears the other
+//! before it has said or taken anything; without this, the handler's jobs
+//! for the id reached both gateways until the first heartbeat, and both
+//! printed them.
 
+use super::model::Printer;
 use super::{Effect, FarmCore};
 use crate::mqtt::payload::{rfc3339, Availability};
 use log::{error, info};
 use std::collections::BTreeMap;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Another claimant of one of our printer ids.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +40,43 @@ pub struct Rival {
     pub last_seen: Instant,
     /// The comparison says we keep the id.
     pub we_keep: bool,
+}
+
+/// Whether a new claim is still listening for another claimant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listening {
+    No,
+    /// Until the broker connects, then for `claim_listen`.
+    UntilConnected,
+    Until(Instant),
+}
+
+/// How a claim made at `claimed_at` starts: listening if it is younger than
+/// `listen` (made at this start, or at a start that may not have finished
+/// listening).
+pub fn listening_at_start(claimed_at: SystemTime, wall: SystemTime, listen: Duration) -> Listening {
+    let age = wall.duration_since(claimed_at).unwrap_or(Duration::ZERO);
+    if listen.is_zero() || age >= listen {
+        Listening::No
+    } else {
+        Listening::UntilConnected
+    }
+}
+
+impl Printer {
+    /// Whether this gateway must stay silent about the id at `now`: another
+    /// claimant keeps it, or the claim still listens.
+    pub fn silent(&self, now: Instant) -> bool {
+        self.rival.as_ref().is_some_and(|r| !r.we_keep) || self.listens(now)
+    }
+
+    fn listens(&self, now: Instant) -> bool {
+        match self.listening {
+            Listening::No => false,
+            Listening::UntilConnected => true,
+            Listening::Until(t) => now < t,
+        }
+    }
 }
 
 /// Whether our claim `(ours, our_id)` beats theirs. A claimant that states
@@ -58,6 +111,10 @@ impl FarmCore {
             last_seen: now,
             we_keep: keep,
         });
+        if !keep {
+            // A clear heard while listening was for the other's printer.
+            p.held_clear = None;
+        }
         if !news {
             return;
         }
@@ -78,6 +135,56 @@ impl FarmCore {
         let item = self.msgs.gateway_event("error", None, Some(&text));
         self.announce(item);
         self.publish_gateway_status(false);
+    }
+
+    /// The broker connected: new claims listen from now on.
+    pub(super) fn start_listening(&mut self) {
+        let until = self.now + self.s.claim_listen;
+        for p in self.printers.values_mut() {
+            if p.listening == Listening::UntilConnected {
+                p.listening = Listening::Until(until);
+            }
+        }
+    }
+
+    /// New claims that heard nobody serve their id from now on: each says
+    /// where it stands (stored, like any state change), and a robot's clear
+    /// heard meanwhile now counts.
+    pub(super) fn end_listening(&mut self) {
+        let now = self.now;
+        let mut ended = Vec::new();
+        for p in self.printers.values_mut() {
+            if matches!(p.listening, Listening::Until(t) if now >= t) {
+                p.listening = Listening::No;
+                p.last_publish = None;
+                ended.push((p.id.clone(), p.held_clear.take()));
+            }
+        }
+        for (printer, held) in ended {
+            if self.claim_refusal(&printer).is_some() {
+                continue;
+            }
+            info!("printer id {printer}: listened for other claimants; serving it");
+            let item = self.progress_item(&printer);
+            self.announce(item);
+            if let Some(robot) = held {
+                if let Err(reason) = self.plate_cleared(&printer, &format!("robot {robot}")) {
+                    info!("robot {robot}: pick completed (held while listening) ignored: {reason}");
+                }
+            }
+        }
+    }
+
+    /// Why a robot's clear of `printer` is not acted on now: ignored (another
+    /// claimant keeps the id), or held until the claim stops listening.
+    pub(super) fn hold_robot_clear(&mut self, printer: &str, robot: &str) -> Option<String> {
+        let reason = self.claim_refusal(printer)?;
+        let p = self.printers.get_mut(printer)?;
+        if p.rival.as_ref().is_some_and(|r| !r.we_keep) {
+            return Some(format!("ignored: {reason}"));
+        }
+        p.held_clear = Some(robot.to_owned());
+        Some(format!("held: {reason}"))
     }
 
     /// Forgets claimants silent for three heartbeat intervals.
@@ -110,15 +217,25 @@ impl FarmCore {
         }
     }
 
-    /// Why an assignment for `printer` is refused by this gateway, if it is.
+    /// Why an assignment (or a robot's clear) for `printer` is refused by
+    /// this gateway, if it is: another claimant keeps the id, or the claim
+    /// still listens.
     pub(super) fn claim_refusal(&self, printer: &str) -> Option<String> {
         let p = self.printers.get(printer)?;
-        let r = p.rival.as_ref().filter(|r| !r.we_keep)?;
-        Some(format!(
-            "printer id {printer} is also claimed by gateway {}, which claimed it first; \
-             refused until the conflict is gone",
-            r.gateway
-        ))
+        if let Some(r) = p.rival.as_ref().filter(|r| !r.we_keep) {
+            return Some(format!(
+                "printer id {printer} is also claimed by gateway {}, which claimed it first; \
+                 refused until the conflict is gone",
+                r.gateway
+            ));
+        }
+        p.listens(self.now).then(|| {
+            format!(
+                "printer id {printer} is newly claimed by this gateway, which listens for \
+                 another claimant for {} s after connecting before it serves the id",
+                self.s.claim_listen.as_secs()
+            )
+        })
     }
 
     /// The retained `device/gateway/<gw>/status`: online, the printers, each
@@ -167,7 +284,15 @@ impl FarmCore {
         });
     }
 
-    /// Whether this gateway must stay silent about `printer` (it lost a claim).
+    /// Whether another gateway keeps `printer`'s id.
+    pub(super) fn lost_claim(&self, printer: &str) -> bool {
+        self.printers
+            .get(printer)
+            .is_some_and(|p| p.rival.as_ref().is_some_and(|r| !r.we_keep))
+    }
+
+    /// Whether this gateway must stay silent about `printer` (it lost a
+    /// claim, or a new claim still listens).
     pub(super) fn yields(&self, printer: &str) -> bool {
         self.claim_refusal(printer).is_some()
     }

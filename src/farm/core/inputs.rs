@@ -52,6 +52,12 @@ impl FarmCore {
                 return;
             }
         }
+        // The id names another gateway's printer (or may): its robot's
+        // clear says nothing about this gateway's plate (yet).
+        if let Some(why) = self.hold_robot_clear(&r.printer_id, &r.robot_id) {
+            info!("robot {}: pick completed {why}", r.robot_id);
+            return;
+        }
         let by = format!("robot {}", r.robot_id);
         if let Err(reason) = self.plate_cleared(&r.printer_id, &by) {
             info!("robot {}: pick completed ignored: {reason}", r.robot_id);

@@ -159,6 +159,7 @@ impl FarmCore {
             Input::Persisted { op, result } => self.on_persisted(op, result),
             Input::PrinterGone { printer } => self.on_printer_gone(&printer),
             Input::BrokerConnected => {
+                self.start_listening();
                 for p in self.printers.values_mut() {
                     p.last_publish = None;
                 }
@@ -208,6 +209,7 @@ impl FarmCore {
     }
 
     fn on_tick(&mut self) {
+        self.end_listening();
         self.expire_rivals();
         self.check_time_limits();
         self.publish_periodic();

@@ -113,6 +113,11 @@ pub struct Printer {
     pub claimed_at: SystemTime,
     /// Another gateway claiming the same id, while it is heard.
     pub rival: Option<super::claims::Rival>,
+    /// A new claim listening for another claimant before it speaks.
+    pub listening: super::claims::Listening,
+    /// A robot's clear heard while listening (the robot's id): applied
+    /// once the claim serves the id, dropped if another claimant keeps it.
+    pub held_clear: Option<String>,
     /// The serial link's protocol counters, summed over finished jobs.
     pub link: crate::control::LinkCounters,
 }
@@ -137,6 +142,8 @@ impl Printer {
             losses: 0,
             claimed_at: SystemTime::UNIX_EPOCH,
             rival: None,
+            listening: super::claims::Listening::No,
+            held_clear: None,
             link: crate::control::LinkCounters::default(),
         }
     }

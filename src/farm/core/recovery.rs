@@ -29,6 +29,8 @@ impl FarmCore {
                 .map_or(self.wall, |s| {
                     std::time::UNIX_EPOCH + Duration::from_secs(s)
                 });
+            p.listening =
+                super::claims::listening_at_start(p.claimed_at, self.wall, self.s.claim_listen);
             if let Some(r) = &row {
                 if r.state == PrinterState::AwaitingClear || r.last_job.is_some() {
                     p.finished = Some(Finished {

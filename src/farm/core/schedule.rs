@@ -18,10 +18,13 @@ use std::time::Duration;
 const CANCEL_RESEND: Duration = Duration::from_secs(30);
 
 impl FarmCore {
-    /// A printer that may take a job now.
+    /// A printer that may take a job now. A new claim still listening
+    /// prints the jobs it holds (its printer is its own, and a broker that
+    /// is down must not stop it); only a claimant that lost the id starts
+    /// nothing (see `claims`).
     pub(super) fn is_free(&self, p: &Printer) -> bool {
         !self.stopping
-            && !self.yields(&p.id)
+            && !self.lost_claim(&p.id)
             && p.connected
             && p.held.is_none()
             && PlateGate::can_start(p.state, p.plate_clear).is_ok()
@@ -46,6 +49,10 @@ impl FarmCore {
             match next {
                 Some((job, JobState::Ready, Some(path))) => self.begin_scan(&printer, &job, path),
                 Some((job, _, _)) => self.begin_download(&printer, &job),
+                // A pulled job is published on the id's assignment topic,
+                // where another claimant would take it too: not while the
+                // id may be someone else's.
+                None if self.yields(&printer) => {}
                 None => self.maybe_pull(&printer),
             }
         }
@@ -220,8 +227,9 @@ impl FarmCore {
             } else {
                 self.s.idle_announce
             };
-            // A printer id another gateway holds: silent (see `claims`).
-            let yields = p.rival.as_ref().is_some_and(|r| !r.we_keep);
+            // A printer id another gateway holds, or a new claim still
+            // listening: silent (see `claims`).
+            let yields = p.silent(now);
             if p.connected
                 && !yields
                 && p.last_publish

@@ -51,6 +51,10 @@ pub struct CoreSettings {
     pub clock_skew: Duration,
     /// Seeds back-off jitter (gateway id, clock): gateways do not retry in lockstep.
     pub jitter_seed: u64,
+    /// A printer id claimed at this start stays silent and refuses
+    /// assignments this long after the first broker connection, listening
+    /// for another claimant (see `claims`). Zero: no listening.
+    pub claim_listen: Duration,
 }
 
 impl CoreSettings {
@@ -74,6 +78,7 @@ impl CoreSettings {
             max_message_age: Duration::from_secs(120),
             clock_skew: Duration::from_secs(30),
             jitter_seed: 1,
+            claim_listen: Duration::ZERO,
         }
     }
 }

@@ -298,6 +298,15 @@ impl H {
 }
 
 /// The harness's wall clock starts here (2025-06-15).
+/// Another gateway heard claiming printer id `p1`.
+fn peer(h: &mut H, gateway: &str, claimed_at: SystemTime) {
+    h.feed(Input::PeerProgress {
+        printer: "p1".into(),
+        gateway: Some(gateway.into()),
+        claimed_at: Some(claimed_at),
+    });
+}
+
 fn base() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_749_976_200)
 }
@@ -345,3 +354,6 @@ mod r11;
 mod r12;
 mod r13;
 mod r16;
+
+mod claims;
+mod recover;

@@ -2,14 +2,6 @@
 
 use super::*;
 
-fn peer(h: &mut H, gateway: &str, claimed_at: SystemTime) {
-    h.feed(Input::PeerProgress {
-        printer: "p1".into(),
-        gateway: Some(gateway.into()),
-        claimed_at: Some(claimed_at),
-    });
-}
-
 fn claim_of(h: &H) -> SystemTime {
     h.core
         .printers()
