@@ -106,8 +106,9 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
             protocol: wiring::protocol_config(&p.serial),
             reopen_max: Some(Duration::from_secs(p.serial.reopen_max_s.max(1))),
             progress_interval,
+            end_sync: None,
         };
-        tasks.push(printer::spawn(settings, cmd_rx, report_tx.clone()));
+        tasks.push(printer::task_spawn(settings, cmd_rx, report_tx.clone()));
         let row = rows.iter().find(|r| r.id == p.id);
         slots.push(Slot::new(
             p.id.clone(),

@@ -115,3 +115,79 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::io::ReadBuf;
+
+    /// A port that always has input (line noise, a board in a reboot loop)
+    /// and records what the host writes.
+    struct Noisy {
+        written: Vec<u8>,
+    }
+
+    impl AsyncRead for Noisy {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let noise = b"echo:noise\n";
+            while buf.remaining() >= noise.len() {
+                buf.put_slice(noise);
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Noisy {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.written.extend_from_slice(data);
+            Poll::Ready(Ok(data.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Issue 12 #6: with input always ready, commands and the protocol's
+    /// timers must still be served (the old `biased` select read first and
+    /// starved both).
+    #[tokio::test(start_paused = true)]
+    async fn r12_6_reads_do_not_starve_commands_or_timers() {
+        let cfg = protocol::Config {
+            boot_timeout: std::time::Duration::from_millis(10),
+            ..protocol::Config::default()
+        };
+        let mut link = Link::new(Noisy { written: Vec::new() }, cfg);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<u32>(4);
+        tx.send(7).await.unwrap();
+        let mut got_command = false;
+        tokio::time::advance(std::time::Duration::from_millis(20)).await;
+        for _ in 0..1000 {
+            match link.wait(rx.recv()).await.unwrap() {
+                Wake::Command(7) => got_command = true,
+                _ => {}
+            }
+            while link.core.poll_event().is_some() {}
+            if got_command && !link.io.written.is_empty() {
+                break;
+            }
+        }
+        assert!(got_command, "the queued command was never served");
+        assert!(
+            link.io.written.starts_with(b"N0 M110 N0*125\n"),
+            "the boot time-out never fired: the handshake did not start"
+        );
+    }
+}

@@ -9,8 +9,26 @@ pub mod link;
 pub mod port;
 pub mod send;
 mod task;
+pub use task::spawn as task_spawn;
 
-pub use task::spawn;
+#[cfg(test)]
+mod task_tests;
+
+/// TEMPORARY adapter (old API) for running regression tests before the fix.
+#[derive(Clone)]
+pub struct PrinterHandle(tokio::sync::mpsc::Sender<PrinterCommand>);
+impl PrinterHandle {
+    pub async fn send(&self, c: PrinterCommand) -> Result<(), String> {
+        self.0.send(c).await.map_err(|e| e.to_string())
+    }
+}
+pub fn spawn(
+    s: PrinterSettings,
+    reports: tokio::sync::mpsc::Sender<PrinterReport>,
+) -> (PrinterHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(32);
+    (PrinterHandle(tx), task::spawn(s, rx, reports))
+}
 
 use crate::protocol::{self, Firmware, Stats, Temps};
 use std::path::PathBuf;
@@ -27,6 +45,7 @@ pub struct PrinterSettings {
     pub reopen_max: Option<Duration>,
     /// How often a streaming job reports progress.
     pub progress_interval: Duration,
+    pub end_sync: Option<String>,
 }
 
 #[derive(Debug)]
@@ -54,6 +73,7 @@ pub enum PrinterCommand {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct JobProgress {
+    pub lines_sent: u64,
     pub lines_done: u64,
     pub lines_total: u64,
     pub percent: f64,

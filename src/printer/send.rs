@@ -92,6 +92,7 @@ impl SendArgs {
             },
             reopen_max: None,
             progress_interval: Duration::from_secs(3600),
+            end_sync: None,
         }
     }
 }
@@ -120,7 +121,7 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
 pub async fn send_file(settings: PrinterSettings, path: &Path, summary: Summary) -> SendSummary {
     let (cmd_tx, cmd_rx) = mpsc::channel(8);
     let (report_tx, mut reports) = mpsc::channel(1024);
-    let task = super::spawn(settings, cmd_rx, report_tx);
+    let task = super::task::spawn(settings, cmd_rx, report_tx);
     let _ = cmd_tx
         .send(PrinterCommand::StartJob {
             job_id: "send".into(),

@@ -49,7 +49,7 @@ struct ActiveJob {
 impl ActiveJob {
     fn progress(&self) -> JobProgress {
         let total = self.total.commands.max(1);
-        JobProgress {
+        JobProgress { lines_sent: 0,
             lines_done: self.acked,
             lines_total: self.total.commands,
             percent: (self.acked as f64 * 100.0 / total as f64).min(100.0),
@@ -109,7 +109,7 @@ impl Task {
                         self.report(ReportKind::JobFinished {
                             job_id,
                             outcome: JobOutcome::Failed(e.to_string()),
-                            progress: JobProgress {
+                            progress: JobProgress { lines_sent: 0,
                                 lines_done: 0,
                                 lines_total: 0,
                                 percent: 0.0,
@@ -278,7 +278,7 @@ impl Task {
             Err(e) => self.report(ReportKind::JobFinished {
                 job_id,
                 outcome: JobOutcome::Failed(e.to_string()),
-                progress: JobProgress {
+                progress: JobProgress { lines_sent: 0,
                     lines_done: 0,
                     lines_total: summary.commands,
                     percent: 0.0,
@@ -355,6 +355,7 @@ impl Task {
                 self.s.id
             ),
             Event::Failed(err) => self.on_failure(link, err),
+            _ => {}
         }
     }
 
