@@ -98,7 +98,6 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
     let mut slots = Vec::new();
     let mut tasks = Vec::new();
     for p in config.printers() {
-        let (cmd_tx, cmd_rx) = mpsc::channel(32);
         let settings = PrinterSettings {
             id: p.id.clone(),
             port: PathBuf::from(&p.port),
@@ -106,9 +105,11 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
             protocol: wiring::protocol_config(&p.serial),
             reopen_max: Some(Duration::from_secs(p.serial.reopen_max_s.max(1))),
             progress_interval,
-            end_sync: None,
+            end_sync: wiring::end_sync(&p.serial),
         };
-        tasks.push(printer::task_spawn(settings, cmd_rx, report_tx.clone()));
+        let (handle, task) = printer::spawn(settings, report_tx.clone());
+        tasks.push(task);
+        let cmd_tx = handle.sender();
         let row = rows.iter().find(|r| r.id == p.id);
         slots.push(Slot::new(
             p.id.clone(),

@@ -46,6 +46,12 @@ pub fn protocol_config(s: &SerialSettings) -> crate::protocol::Config {
     }
 }
 
+/// The end-of-job sync command (`[serial] end_sync`; empty: none).
+pub fn end_sync(s: &SerialSettings) -> Option<String> {
+    let cmd = s.end_sync.trim();
+    (!cmd.is_empty()).then(|| cmd.to_owned())
+}
+
 pub fn queue_client(config: &Config, spool_dir: &Path) -> anyhow::Result<Option<Arc<QueueClient>>> {
     let Some(q) = &config.queue_manager else {
         return Ok(None);

@@ -80,7 +80,7 @@ impl Farm {
                 }
                 self.wake_pump();
             }
-            ReportKind::Paused { job_id } => {
+            ReportKind::Paused { job_id, .. } => {
                 self.transition(&job_id, JobState::Paused, None).await;
                 self.set_printer(&id, PrinterState::Paused, None, None, "paused", None)
                     .await;
@@ -104,6 +104,8 @@ impl Farm {
                 self.enqueue(item).await;
             }
             ReportKind::Rejected { reason } => warn!("printer {id}: {reason}"),
+            // New printer reports (issue 14); the farm core wires them up.
+            ReportKind::Prompt { .. } | ReportKind::PromptClosed | ReportKind::EmergencyStop { .. } => {}
             ReportKind::Stopped => {}
         }
     }

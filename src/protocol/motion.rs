@@ -182,7 +182,7 @@ fn params<'a>(words: impl Iterator<Item = &'a str> + 'a) -> impl Iterator<Item =
 
 /// Seconds as microseconds, saturating (a bogus `F0.0001` must not overflow).
 fn micros(secs: f32) -> u32 {
-    if !secs.is_finite() || secs <= 0.0 {
+    if secs.is_nan() || secs <= 0.0 {
         return 0;
     }
     let us = f64::from(secs) * 1e6;

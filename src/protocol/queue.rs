@@ -150,6 +150,14 @@ impl LineQueue {
     pub fn marker_after_oldest(&self) -> Option<u64> {
         self.in_flight().skip(1).find(|e| e.marker).map(|e| e.n)
     }
+    /// The first `M105` in flight, the oldest line included.
+    pub fn first_marker_in_flight(&self) -> Option<u64> {
+        self.in_flight().find(|e| e.marker).map(|e| e.n)
+    }
+    /// An `M105` queued but not sent yet.
+    pub fn marker_unsent(&self) -> bool {
+        (self.send_next..self.next_n).any(|n| self.get(n).is_some_and(|e| e.marker))
+    }
     pub fn marker_unacked(&self) -> bool {
         (self.acked..self.next_n).any(|n| self.get(n).is_some_and(|e| e.marker))
     }

@@ -28,11 +28,8 @@ impl HostProtocol {
             return;
         }
         let reply = parse_reply(line);
-        if std::mem::take(&mut self.learn_resend_style) && !self.written_since_resend {
-            // Nothing was in flight below the resend and we have not written
-            // since: an `ok` now can only belong to the resend request.
-            self.resend_ok = Some(matches!(reply, Reply::Ok(_)));
-            self.expect_resend_ok = self.resend_ok == Some(true);
+        if self.style_check.deadline().is_some() && self.on_style_check_reply(now, &reply) {
+            return;
         }
         let expected_resend_ok = std::mem::take(&mut self.expect_resend_ok);
         let expected_skip_ok = std::mem::take(&mut self.expect_skip_ok);
@@ -166,10 +163,13 @@ impl HostProtocol {
             Cost::Sync(_) if proof != Proof::Inferred => self.motion_until = None,
             _ => {}
         }
-        self.events.push_back(Event::Acked {
-            line: line.n,
-            kind: line.kind,
-        });
+        if line.n >= self.acked_high {
+            self.acked_high = line.n + 1;
+            self.events.push_back(Event::Acked {
+                line: line.n,
+                kind: line.kind,
+            });
+        }
         if self.state == State::AwaitingFirmwareInfo && line.n >= self.handshake_last {
             self.continue_handshake(now);
         }
@@ -236,9 +236,6 @@ impl HostProtocol {
         self.stats.resends += 1;
         self.last_progress = now;
         self.expect_resend_ok = self.resend_ok != Some(false);
-        // Nothing in flight below k: the style can be read from the next line.
-        self.learn_resend_style = self.queue.acked() >= k;
-        self.written_since_resend = false;
         if let Some(stale) = self.stale.as_mut() {
             if stale.target == k && stale.lines > 0 {
                 // The echo of a line sent before we rewound: already handled.
@@ -262,6 +259,11 @@ impl HostProtocol {
             self.timeouts_in_row = 0;
             if k > 0 {
                 let through = k - 1;
+                // Lines sent before the probe and below k count as in
+                // flight first, so that all of them are counted done.
+                if k > self.queue.send_next_line() && self.queue.rewind(k).is_none() {
+                    return;
+                }
                 if self.queue.acked() <= through {
                     let lines = through + 1 - self.queue.acked();
                     self.ack_through(now, through, Proof::Inferred, Recovery::Probe);
@@ -315,7 +317,10 @@ impl HostProtocol {
         }
         // Repetier acknowledges on receipt, so a line it has seen is as good
         // as acknowledged (gcode.cpp: seen when last line - n < 40).
-        if n >= self.queue.acked() && n < self.queue.send_next_line() {
+        if n >= self.queue.acked() && n < self.queue.sent_high() {
+            if n >= self.queue.send_next_line() && self.queue.rewind(n + 1).is_none() {
+                return;
+            }
             self.probe = None;
             self.timeouts_in_row = 0;
             let lines = n + 1 - self.queue.acked();

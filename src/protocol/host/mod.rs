@@ -30,6 +30,7 @@ use super::line::{self, LineError};
 use super::motion::{Cost, MotionModel};
 use super::queue::LineQueue;
 use super::{Config, Event, LineKind, PrinterError, Stats};
+use handshake::StyleCheck;
 use printer_wait::PrinterWait;
 use recovery::{AckClock, Probe};
 use std::collections::VecDeque;
@@ -100,6 +101,9 @@ pub struct HostProtocol {
     learned_slots: Option<usize>,
     handshake_last: u64,
     handshakes: u32,
+    /// One past the highest line reported acknowledged this session: a line
+    /// the printer asks for again after we counted it is not reported twice.
+    acked_high: u64,
     autoreport_requested: bool,
     ping_sent: bool,
     last_progress: Instant,
@@ -110,10 +114,8 @@ pub struct HostProtocol {
     /// Whether this firmware sends `ok` after `Resend:` (prior from `M115`,
     /// then learned from a resend that leaves no doubt).
     resend_ok: Option<bool>,
-    /// Set by a `Resend:` with nothing in flight below it: the next reply
-    /// line, if it comes before we write, tells the firmware's style.
-    learn_resend_style: bool,
-    written_since_resend: bool,
+    /// The connect-time check of the resend style (`handshake.rs`).
+    style_check: StyleCheck,
     expect_skip_ok: bool,
     stale: Option<Stale>,
     resend_line: u64,
@@ -147,6 +149,7 @@ impl HostProtocol {
             learned_slots: None,
             handshake_last: 0,
             handshakes: 0,
+            acked_high: 0,
             autoreport_requested: false,
             ping_sent: false,
             last_progress: now,
@@ -155,8 +158,7 @@ impl HostProtocol {
             probe: None,
             expect_resend_ok: false,
             resend_ok: None,
-            learn_resend_style: false,
-            written_since_resend: false,
+            style_check: StyleCheck::Idle,
             expect_skip_ok: false,
             stale: None,
             resend_line: 0,
@@ -250,6 +252,9 @@ impl HostProtocol {
         }
         if self.stale.is_some_and(|s| now >= s.until) {
             self.stale = None;
+        }
+        if self.style_check.deadline().is_some_and(|t| now >= t) {
+            self.style_check_timed_out(now);
         }
         if self.ack_deadline().is_some_and(|d| now >= d) {
             self.on_ack_timeout(now);
@@ -377,7 +382,9 @@ impl HostProtocol {
         if !self.raw_out.is_empty() {
             buf.append(&mut self.raw_out);
         }
-        if matches!(self.state, State::Halted | State::AwaitingBoot { .. }) {
+        if matches!(self.state, State::Halted | State::AwaitingBoot { .. })
+            || self.style_check.deadline().is_some()
+        {
             return buf.len() > start;
         }
         while let Some(entry) = self.queue.next_unsent() {
@@ -389,8 +396,9 @@ impl HostProtocol {
                 break;
             }
             // A marker probe must get out even when lines whose oks were
-            // lost fill the window (no line-check firmwares: USB or a pty).
-            let probe_marker = self.probe == Some(Probe::Marker) && entry.marker;
+            // lost fill the window (no line-check firmwares talk over USB or
+            // a pty, which lose no bytes): send up to the marker.
+            let probe_marker = self.probe == Some(Probe::Marker) && self.queue.marker_unsent();
             if !probe_marker && !self.window_allows(entry.len()) {
                 break;
             }
@@ -406,9 +414,7 @@ impl HostProtocol {
             }
             self.queue.mark_sent();
         }
-        let wrote = buf.len() > start;
-        self.written_since_resend |= wrote;
-        wrote
+        buf.len() > start
     }
 
     #[must_use]
@@ -425,7 +431,13 @@ impl HostProtocol {
             _ => None,
         };
         let stale = self.stale.map(|s| s.until);
-        [boot, self.ack_deadline(), stale, self.next_temp_poll]
+        [
+            boot,
+            self.ack_deadline(),
+            stale,
+            self.next_temp_poll,
+            self.style_check.deadline(),
+        ]
             .into_iter()
             .flatten()
             .min()
@@ -440,13 +452,33 @@ impl HostProtocol {
 
     /// Queues the sync command and, where markers work, an `M105` after it;
     /// returns the line whose proven ack completes the job.
+    ///
+    /// Where no ok names its line (no ADVANCED_OK, no marker, a firmware
+    /// that checks line numbers so the host may infer acks from probes), a
+    /// counted `ok` can be early by at most the lines that were in the
+    /// printer's queue when an ack was inferred (a `Resend:` resets the
+    /// count): the sync goes out window + 1 times, and the last one's `ok`
+    /// means the first has run.
     fn push_proof(&mut self, sync: Option<&str>) -> u64 {
         let mut last = self.queue.next_n().saturating_sub(1);
-        if let Some(cmd) = sync {
+        let Some(cmd) = sync else { return last };
+        let named = self.markers
+            || self.firmware.advanced_ok
+            || self.firmware.acks_on_receipt()
+            || !self.firmware.checks_line_numbers();
+        let repeats = if named {
+            1
+        } else {
+            self.learned_slots
+                .unwrap_or(self.cfg.max_lines_in_flight)
+                .max(1)
+                + 1
+        };
+        for _ in 0..repeats {
             last = self.push_host(cmd);
-            if self.markers && !self.firmware.acks_on_receipt() {
-                last = self.push_host(MARKER);
-            }
+        }
+        if self.markers_for_streaming() {
+            last = self.push_host(MARKER);
         }
         last
     }

@@ -18,9 +18,10 @@
 //! `long_command_timeout`; `busy:` keep-alives push the deadline on; there is
 //! none while the printer waits for a person.
 
+use super::inbound::Proof;
 use super::{HostProtocol, MARKER};
 use crate::protocol::motion::Cost;
-use crate::protocol::{Event, PrinterError};
+use crate::protocol::{Event, PrinterError, Recovery};
 use std::time::{Duration, Instant};
 
 /// What the last ack time-out sent to find out.
@@ -139,9 +140,22 @@ impl HostProtocol {
             let _ = self.queue.rewind(oldest);
             self.probe = Some(Probe::Resend);
             self.stale = None;
-        } else if self.markers {
+        } else if let Some(m) = self.queue.first_marker_in_flight() {
+            // No line check, and an M105 was sent before this silence: the
+            // printer got through it and its ok was lost. Counted done by
+            // inference (which proves no job end; see `end_job`).
+            let lines = m + 1 - oldest;
+            self.ack_through(now, m, Proof::Inferred, Recovery::Probe);
+            self.stats.recovered_oks += lines;
+            self.events.push_back(Event::Recovered {
+                lines,
+                by: Recovery::Probe,
+            });
+        } else {
             // No line check: never send a line twice. An M105 behind the
-            // lines in flight answers `ok T:` once they have all run.
+            // lines in flight answers `ok T:` once they have all run (and
+            // shows that M105 works as a marker if the handshake's ping
+            // could not).
             if !self.queue.marker_unacked() {
                 self.push_host(MARKER);
             }
