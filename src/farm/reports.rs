@@ -105,7 +105,9 @@ impl Farm {
             }
             ReportKind::Rejected { reason } => warn!("printer {id}: {reason}"),
             // New printer reports (issue 14); the farm core wires them up.
-            ReportKind::Prompt { .. } | ReportKind::PromptClosed | ReportKind::EmergencyStop { .. } => {}
+            ReportKind::Prompt { .. }
+            | ReportKind::PromptClosed
+            | ReportKind::EmergencyStop { .. } => {}
             ReportKind::Stopped => {}
         }
     }

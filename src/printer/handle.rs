@@ -80,7 +80,10 @@ impl PrinterHandle {
     }
 
     /// Queues a command if there is room now.
-    pub fn try_send(&self, cmd: PrinterCommand) -> Result<(), mpsc::error::TrySendError<PrinterCommand>> {
+    pub fn try_send(
+        &self,
+        cmd: PrinterCommand,
+    ) -> Result<(), mpsc::error::TrySendError<PrinterCommand>> {
         self.commands.try_send(cmd)
     }
 

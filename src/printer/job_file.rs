@@ -37,7 +37,11 @@ pub enum JobFileError {
     #[error("{path}:{line}: not text (invalid UTF-8)")]
     NotText { path: PathBuf, line: u64 },
     #[error("{path}:{line}: line is longer than {max} bytes; not a G-code file?")]
-    LineTooLong { path: PathBuf, line: u64, max: usize },
+    LineTooLong {
+        path: PathBuf,
+        line: u64,
+        max: usize,
+    },
     #[error("{path}: no G-code commands in the file")]
     Empty { path: PathBuf },
 }
@@ -206,7 +210,8 @@ mod tests {
     fn r13_a_line_without_end_is_refused_after_a_kilobyte() {
         // A sparse 1 GiB file of zero bytes, no newline anywhere: reading it
         // whole would take a gigabyte of memory.
-        let dir = std::env::temp_dir().join(format!("printgate-jobfile-{}-huge", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("printgate-jobfile-{}-huge", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("huge.gcode");
         let file = std::fs::File::create(&path).unwrap();
@@ -214,17 +219,31 @@ mod tests {
         let err = scan(&path).unwrap_err();
         std::fs::remove_file(&path).unwrap();
         assert!(
-            matches!(err, JobFileError::LineTooLong { line: 1, max: MAX_LINE, .. }),
+            matches!(
+                err,
+                JobFileError::LineTooLong {
+                    line: 1,
+                    max: MAX_LINE,
+                    ..
+                }
+            ),
             "{err}"
         );
-        assert!(err.to_string().contains(":1: line is longer than 1024 bytes"), "{err}");
+        assert!(
+            err.to_string()
+                .contains(":1: line is longer than 1024 bytes"),
+            "{err}"
+        );
         // A long comment line is fine up to the bound, and counted.
         let ok_line = format!("G28\n;{}\nG1 X1\n", "c".repeat(MAX_LINE - 2));
         let path = temp_file("bound", &ok_line);
         assert_eq!(scan(&path).unwrap().commands, 2);
         let too_long = format!("G28\n;{}\nG1 X1\n", "c".repeat(MAX_LINE));
         let path = temp_file("over", &too_long);
-        assert!(scan(&path).unwrap_err().to_string().contains(":2: line is longer"));
+        assert!(scan(&path)
+            .unwrap_err()
+            .to_string()
+            .contains(":2: line is longer"));
     }
 
     #[test]

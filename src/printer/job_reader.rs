@@ -170,7 +170,10 @@ mod tests {
         }
         assert_eq!(got.len(), 300);
         for (i, (cmd, index)) in got.iter().enumerate() {
-            assert_eq!((cmd.as_str(), *index), (format!("G1 X{i}").as_str(), i as u64));
+            assert_eq!(
+                (cmd.as_str(), *index),
+                (format!("G1 X{i}").as_str(), i as u64)
+            );
         }
         let mut bad = start("t", dir.join("missing.gcode")).unwrap();
         let Some(ReaderMsg::Failed(e)) = bad.channel().recv().await else {

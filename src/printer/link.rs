@@ -217,7 +217,12 @@ mod tests {
             boot_timeout: std::time::Duration::from_millis(10),
             ..protocol::Config::default()
         };
-        let mut link = Link::new(Noisy { written: Vec::new() }, cfg);
+        let mut link = Link::new(
+            Noisy {
+                written: Vec::new(),
+            },
+            cfg,
+        );
         let (tx, mut rx) = mpsc::channel(4);
         tx.send(PrinterCommand::Pause).await.unwrap();
         let urgent = Urgent::default();

@@ -143,13 +143,9 @@ mod tests {
         out.push(ReportKind::Stopped); // takes the only slot
         out.push(temps(1.0));
         out.push(temps(2.0)); // replaces 1.0
-        out.push(ReportKind::Offline {
-            reason: "x".into(),
-        });
+        out.push(ReportKind::Offline { reason: "x".into() });
         out.push(temps(3.0)); // after an important report: kept apart
-        out.push(ReportKind::Rejected {
-            reason: "y".into(),
-        });
+        out.push(ReportKind::Rejected { reason: "y".into() });
         let mut got = Vec::new();
         while got.len() < 5 {
             let r = rx.recv().await.unwrap();

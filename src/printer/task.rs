@@ -80,7 +80,11 @@ impl Task {
                 Ok(stream) => {
                     backoff.reset();
                     if streak.succeeded() > 0 {
-                        info!("printer {}: port {} is back", self.s.id, self.s.port.display());
+                        info!(
+                            "printer {}: port {} is back",
+                            self.s.id,
+                            self.s.port.display()
+                        );
                     }
                     let reason = self.run_connection(stream).await;
                     self.finish_job(JobOutcome::Failed(reason.clone()));
@@ -352,7 +356,10 @@ impl Task {
             Event::JobComplete => self.finish_job(JobOutcome::Completed),
             Event::Resend { line } => debug!("printer {}: resend from line {line}", self.s.id),
             Event::Timeout { line } => {
-                info!("printer {}: no ok in time, probing at line {line}", self.s.id)
+                info!(
+                    "printer {}: no ok in time, probing at line {line}",
+                    self.s.id
+                )
             }
             Event::Recovered { lines, by } => {
                 debug!("printer {}: {lines} lost ok(s) found by {by:?}", self.s.id)
@@ -371,7 +378,10 @@ impl Task {
         err: PrinterError,
     ) {
         warn!("printer {}: {err}", self.s.id);
-        if !matches!(err, PrinterError::ResetMidPrint | PrinterError::EmergencyStop) {
+        if !matches!(
+            err,
+            PrinterError::ResetMidPrint | PrinterError::EmergencyStop
+        ) {
             // Heaters off, unnumbered: the line protocol may be what failed.
             link.core.cancel();
         }
@@ -387,7 +397,9 @@ impl Task {
     async fn safe_stop<S: AsyncRead + AsyncWrite + Unpin>(&mut self, link: &mut Link<S>) {
         if self.job.is_some() {
             link.core.cancel();
-            self.finish_job(JobOutcome::Failed("gateway stopped during the print".into()));
+            self.finish_job(JobOutcome::Failed(
+                "gateway stopped during the print".into(),
+            ));
         }
         self.drop_pending(JobOutcome::Failed("gateway stopped".into()));
         let deadline = tokio::time::Instant::now() + SAFE_STOP_WAIT;
@@ -405,14 +417,20 @@ impl Task {
             }
         }
         if let Err(e) = link.flush().await {
-            debug!("printer {}: heaters-off lines not written: {e:?}", self.s.id);
+            debug!(
+                "printer {}: heaters-off lines not written: {e:?}",
+                self.s.id
+            );
         }
     }
 
     /// Drops a job still waiting for the connection, telling the farm.
     pub(super) fn drop_pending(&mut self, outcome: JobOutcome) {
         if let Some(p) = self.pending.take() {
-            info!("printer {}: job {} {:?} before it started", self.s.id, p.job_id, outcome);
+            info!(
+                "printer {}: job {} {:?} before it started",
+                self.s.id, p.job_id, outcome
+            );
             self.report(ReportKind::JobFinished {
                 job_id: p.job_id,
                 outcome,

@@ -8,10 +8,10 @@ use crate::protocol;
 use crate::sim::{self, SimConfig};
 #[path = "../store/testdir.rs"]
 mod testdir;
-use testdir::TestDir;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use testdir::TestDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_serial::SerialPort as _;
@@ -226,7 +226,10 @@ async fn r12_4_cancel_clears_a_job_held_back_by_the_handshake() {
     // Bounded wait for anything the task would still do, then check that
     // no line of the job went out.
     p.handle.send(PrinterCommand::Shutdown).await.unwrap();
-    expect(&mut p.reports, "Stopped", |k| matches!(k, ReportKind::Stopped)).await;
+    expect(&mut p.reports, "Stopped", |k| {
+        matches!(k, ReportKind::Stopped)
+    })
+    .await;
     let sent = fake.received();
     assert!(!sent.iter().any(|c| c.starts_with("G1")), "{sent:?}");
     p.task.await.unwrap();
@@ -259,11 +262,17 @@ async fn a_flooded_line_still_serves_commands_and_timers() {
         .unwrap();
     // The macro line's ok never comes: the ack time-out must fire through
     // the flood and finally give up on the silent printer.
-    let fault = expect(&mut p.reports, "Fault", |k| matches!(k, ReportKind::Fault { .. })).await;
+    let fault = expect(&mut p.reports, "Fault", |k| {
+        matches!(k, ReportKind::Fault { .. })
+    })
+    .await;
     assert!(format!("{fault:?}").contains("no response"), "{fault:?}");
     // And a command still gets through.
     p.handle.send(PrinterCommand::Shutdown).await.unwrap();
-    expect(&mut p.reports, "Stopped", |k| matches!(k, ReportKind::Stopped)).await;
+    expect(&mut p.reports, "Stopped", |k| {
+        matches!(k, ReportKind::Stopped)
+    })
+    .await;
     fake.flood.send(false).unwrap();
     p.task.await.unwrap();
 }
@@ -315,7 +324,10 @@ async fn r12_2_no_report_is_lost_while_the_farm_does_not_read() {
         "{finished:?}"
     );
     p.handle.send(PrinterCommand::Shutdown).await.unwrap();
-    expect(&mut p.reports, "Stopped", |k| matches!(k, ReportKind::Stopped)).await;
+    expect(&mut p.reports, "Stopped", |k| {
+        matches!(k, ReportKind::Stopped)
+    })
+    .await;
     p.task.await.unwrap();
     drop(sim);
 }
@@ -328,7 +340,10 @@ async fn r12_2_no_report_is_lost_while_the_farm_does_not_read() {
 fn r12_7_a_blocking_job_file_does_not_stall_the_printer_task() {
     let dir = TestDir::new("task-fifo");
     let fifo = dir.path().join("stalled.gcode");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(made.success());
     let link = dir.path().join("tty");
     let sim = sim::spawn(&link, SimConfig::default()).unwrap();
@@ -364,7 +379,10 @@ fn r12_7_a_blocking_job_file_does_not_stall_the_printer_task() {
             .await;
             done_tx.send(format!("{finished:?}")).unwrap();
             p.handle.send(PrinterCommand::Shutdown).await.unwrap();
-            expect(&mut p.reports, "Stopped", |k| matches!(k, ReportKind::Stopped)).await;
+            expect(&mut p.reports, "Stopped", |k| {
+                matches!(k, ReportKind::Stopped)
+            })
+            .await;
         });
     });
     let result = done_rx.recv_timeout(WAIT);

@@ -225,7 +225,11 @@ mod tests {
         assert_eq!(fw.kind, FirmwareKind::Marlin);
         assert_eq!(fw.machine_type.as_deref(), Some("Ender-3 V2"));
         assert!(fw.uuid.is_some());
-        assert_eq!(fw.unique_uuid(), None, "Marlin's default UUID names no machine");
+        assert_eq!(
+            fw.unique_uuid(),
+            None,
+            "Marlin's default UUID names no machine"
+        );
         assert_eq!(fw.resend_ok_prior(), Some(false));
         assert!(fw.checks_line_numbers());
     }
@@ -258,7 +262,10 @@ mod tests {
         assert_eq!(prusa.unique_uuid(), None);
         let mut buddy = Firmware::default();
         buddy.absorb_report(cases[3].0);
-        assert_eq!(buddy.unique_uuid(), Some("3e0b2b5e-0000-4000-8000-000000000001"));
+        assert_eq!(
+            buddy.unique_uuid(),
+            Some("3e0b2b5e-0000-4000-8000-000000000001")
+        );
     }
 
     #[test]

@@ -159,10 +159,9 @@ impl fmt::Display for PrinterError {
                 write!(f, "no response from the printer for {secs} s")
             }
             PrinterError::EmergencyStop => write!(f, "emergency stop (M112) sent"),
-            PrinterError::CompletionUnconfirmed => write!(
-                f,
-                "the printer never confirmed that the last move finished"
-            ),
+            PrinterError::CompletionUnconfirmed => {
+                write!(f, "the printer never confirmed that the last move finished")
+            }
         }
     }
 }

@@ -125,7 +125,11 @@ impl MotionModel {
                 continue;
             }
             let Some(i) = axis(key) else { continue };
-            let relative = if i == 3 { self.e_relative } else { self.relative };
+            let relative = if i == 3 {
+                self.e_relative
+            } else {
+                self.relative
+            };
             let old = self.pos.get(i).copied().unwrap_or(0.0);
             let new = if relative { old + value } else { value };
             self.set(i, new);

@@ -171,7 +171,11 @@ impl FakePrinter {
         };
         let mut ok = "ok".to_string();
         if cmd.starts_with("M115") {
-            let name = if self.f.check_lines { "Fake" } else { "Klipper" };
+            let name = if self.f.check_lines {
+                "Fake"
+            } else {
+                "Klipper"
+            };
             self.out.extend(format!("FIRMWARE_NAME:{name}\n").bytes());
             if self.f.advanced_ok {
                 self.out.extend(b"Cap:ADVANCED_OK:1\n");
@@ -259,9 +263,16 @@ fn run_case(seed: u64, lines: usize, f: Faults) {
             match ev {
                 Event::JobComplete => {
                     // The oracle: every job line and the sync have run.
-                    let ran: Vec<&String> =
-                        printer.executed.iter().filter(|c| c.starts_with("G1")).collect();
-                    assert_eq!(ran.len(), lines, "seed {seed}: complete before the last move");
+                    let ran: Vec<&String> = printer
+                        .executed
+                        .iter()
+                        .filter(|c| c.starts_with("G1"))
+                        .collect();
+                    assert_eq!(
+                        ran.len(),
+                        lines,
+                        "seed {seed}: complete before the last move"
+                    );
                     assert!(
                         printer.executed.iter().any(|c| c == "M400"),
                         "seed {seed}: complete before the sync ran"

@@ -12,7 +12,10 @@ fn ok(line: &[u8]) -> OkReply<'_> {
 #[test]
 fn ok_variants() {
     let plain = ok(b"ok\r");
-    assert_eq!((plain.temps, plain.advanced, plain.line), (Temps::default(), None, None));
+    assert_eq!(
+        (plain.temps, plain.advanced, plain.line),
+        (Temps::default(), None, None)
+    );
     let t = ok(b"ok T:210.00 /210.00 B:60.00 /60.00 @:127 B@:0");
     assert_eq!(t.temps.nozzle, Some(210.0));
     assert_eq!(t.temps.bed_target, Some(60.0));

@@ -187,7 +187,9 @@ impl Profile {
             },
             Firmware::Repetier => Profile {
                 check: LineCheck::Repetier,
-                slots: 16,
+                // Configuration.h GCODE_BUFFER_SIZE 2 ("cache size for
+                // incoming commands"); moves go on into the planner.
+                slots: 2,
                 resend_prefix: "Resend:",
                 ok_after_resend: true,
                 busy_prefix: Some("busy:"),

@@ -34,9 +34,14 @@ const STYLE_TRIES: u8 = 3;
 pub(super) enum StyleCheck {
     Idle,
     /// The bad line went out (attempt `try_n`); waiting for its `Resend:`.
-    Sent { until: Instant, try_n: u8 },
+    Sent {
+        until: Instant,
+        try_n: u8,
+    },
     /// `Resend:` came; the next line (an `ok` or not) is the answer.
-    SawResend { until: Instant },
+    SawResend {
+        until: Instant,
+    },
     Done,
 }
 

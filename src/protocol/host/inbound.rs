@@ -10,6 +10,11 @@ use crate::protocol::reply::{parse_reply, ErrorKind, OkReply, Reply};
 use crate::protocol::{Event, PrinterError, Recovery};
 use std::time::Instant;
 
+/// Lines a firmware that acknowledges on receipt may hold unexecuted:
+/// Repetier-Firmware's `GCODE_BUFFER_SIZE` (`Configuration.h`) is 2 by
+/// default; 16 covers builds that raise it.
+const RECEIPT_WINDOW: usize = 16;
+
 /// How the host knows a line was acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Proof {
@@ -97,7 +102,10 @@ impl HostProtocol {
         self.probe = None;
         self.on_ok_for_wait();
         let gap = now.saturating_duration_since(self.last_progress);
-        let oldest = self.queue.oldest_in_flight().map(|e| (e.n, e.marker, e.cost));
+        let oldest = self
+            .queue
+            .oldest_in_flight()
+            .map(|e| (e.n, e.marker, e.cost));
         let Some((oldest_n, oldest_marker, oldest_cost)) = oldest else {
             self.stats.unexpected_oks += 1;
             self.last_progress = now;
@@ -155,6 +163,15 @@ impl HostProtocol {
     }
 
     fn on_acked(&mut self, now: Instant, line: AckedLine, proof: Proof) {
+        if self.firmware.acks_on_receipt() {
+            // Its `ok` says the line is in the command buffer, not done: a
+            // line is surely done once RECEIPT_WINDOW later ones were
+            // acknowledged (no firmware buffers more).
+            self.received.push_back(line.cost);
+            if self.received.len() > RECEIPT_WINDOW {
+                self.received.pop_front();
+            }
+        }
         match line.cost {
             Cost::Move(us) if us > 0 => {
                 let from = self.motion_until.map_or(now, |t| t.max(now));

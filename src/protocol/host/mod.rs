@@ -50,7 +50,9 @@ const MARKER: &str = "M105";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Port just opened: waiting for the firmware's `start` banner.
-    AwaitingBoot { since: Instant },
+    AwaitingBoot {
+        since: Instant,
+    },
     /// `M110 N0`, `M115`, (`M155`,) `M105` in flight, one at a time.
     AwaitingFirmwareInfo,
     Ready,
@@ -132,6 +134,9 @@ pub struct HostProtocol {
     motion: MotionModel,
     /// When the moves the printer has planned end (host estimate).
     motion_until: Option<Instant>,
+    /// Firmwares that acknowledge on receipt (Repetier): the costs of the
+    /// last lines acknowledged, which may still wait in the printer's queue.
+    received: VecDeque<Cost>,
     stats: Stats,
 }
 
@@ -172,6 +177,7 @@ impl HostProtocol {
             clock: AckClock::default(),
             motion: MotionModel::default(),
             motion_until: None,
+            received: VecDeque::new(),
             stats: Stats::default(),
         }
     }
@@ -438,9 +444,9 @@ impl HostProtocol {
             self.next_temp_poll,
             self.style_check.deadline(),
         ]
-            .into_iter()
-            .flatten()
-            .min()
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ---- shared internals ----
@@ -543,10 +549,14 @@ impl HostProtocol {
         }
     }
 
+    /// The first long or synchronising command the printer may still be
+    /// working on: among the lines in flight, and on firmwares that
+    /// acknowledge on receipt also among the last lines acknowledged.
     fn cost_of_unacked(&self) -> Cost {
-        self.queue
-            .in_flight()
-            .map(|e| e.cost)
+        self.received
+            .iter()
+            .copied()
+            .chain(self.queue.in_flight().map(|e| e.cost))
             .find(|c| matches!(c, Cost::Long | Cost::Sync(_)))
             .unwrap_or(Cost::Instant)
     }

@@ -82,7 +82,9 @@ impl HostProtocol {
         if self.queue.in_flight_lines() == 0 || self.wait.waiting_for_person() {
             return None;
         }
-        let rto = self.clock.rto(self.cfg.min_ack_timeout, self.cfg.ack_timeout);
+        let rto = self
+            .clock
+            .rto(self.cfg.min_ack_timeout, self.cfg.ack_timeout);
         let mut deadline = match self.cost_of_unacked() {
             Cost::Long => self.last_progress + self.cfg.long_command_timeout,
             Cost::Sync(dwell) => {
@@ -182,7 +184,10 @@ mod tests {
             c.sample(Duration::from_millis(if i % 2 == 0 { 100 } else { 300 }));
         }
         let rto = c.rto(min, max);
-        assert!(rto > Duration::from_millis(300) && rto < Duration::from_secs(2), "{rto:?}");
+        assert!(
+            rto > Duration::from_millis(300) && rto < Duration::from_secs(2),
+            "{rto:?}"
+        );
         c.sample(Duration::from_secs(1000));
         assert_eq!(c.rto(min, max), max);
     }

@@ -33,10 +33,10 @@ fn a_printer_pause_stops_the_stream_and_every_time_out_for_30_minutes() {
         h.advance(Duration::from_secs(60));
         h.reply("echo:busy: paused for user");
     }
-    assert!(!h.events.iter().any(|e| matches!(
-        e,
-        Event::Timeout { .. } | Event::Failed(_)
-    )));
+    assert!(!h
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Timeout { .. } | Event::Failed(_))));
     h.reply("//action:resumed");
     assert!(has(&h, &Event::PrinterResumed));
     h.reply("ok");
@@ -92,7 +92,8 @@ fn without_an_emergency_parser_the_answer_is_a_numbered_line() {
 
 #[test]
 fn a_busy_paused_for_user_is_a_printer_pause_until_the_next_ok() {
-    let prusa = "FIRMWARE_NAME:Prusa-Firmware 3.14.1 based on Marlin MACHINE_TYPE:Prusa i3 MK3S\nok";
+    let prusa =
+        "FIRMWARE_NAME:Prusa-Firmware 3.14.1 based on Marlin MACHINE_TYPE:Prusa i3 MK3S\nok";
     let mut h = Harness::ready_as(Config::default(), prusa, TEMPS_OK);
     h.queue(&["M600", "G1 X1"]);
     h.sent();

@@ -136,7 +136,10 @@ fn handshake_with_autoreport_and_capabilities() {
     h.reply("ok");
     // The resend-style check: the next number with a wrong checksum.
     let check = h.sent();
-    assert!(check.starts_with("N3 M105*") && check != line(3, "M105"), "{check}");
+    assert!(
+        check.starts_with("N3 M105*") && check != line(3, "M105"),
+        "{check}"
+    );
     h.reply("Error:checksum mismatch, Last Line: 2");
     h.reply("Resend: 3"); // and no ok: Marlin 2.x style
     h.advance(Duration::from_millis(200));

@@ -104,7 +104,11 @@ fn the_deadline_adapts_to_the_ok_latency_within_its_bounds() {
     h.advance(ms(49));
     assert_eq!(timeouts(&h), 0);
     h.advance(ms(30));
-    assert_eq!(timeouts(&h), 1, "found in ~50 ms, not after ack_timeout (10 s)");
+    assert_eq!(
+        timeouts(&h),
+        1,
+        "found in ~50 ms, not after ack_timeout (10 s)"
+    );
 }
 
 #[test]
@@ -179,8 +183,8 @@ fn the_resend_style_checked_at_connect_decides_which_ok_is_swallowed() {
         h.reply("Error:checksum mismatch, Last Line: 2");
         h.reply("Resend: 3");
         h.sent(); // N3 and N4 again
-        // The next ok: the resend request's own (swallowed) where the check
-        // found that style, else N3's.
+                  // The next ok: the resend request's own (swallowed) where the check
+                  // found that style, else N3's.
         h.reply("ok");
         let swallowed = h.core.stats().swallowed_oks;
         assert_eq!(swallowed, u64::from(resend_ok), "resend_ok {resend_ok}");

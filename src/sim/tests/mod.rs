@@ -5,6 +5,7 @@
 
 mod faults;
 mod firmware;
+mod with_host;
 
 use std::time::{Duration, Instant};
 
