@@ -179,13 +179,16 @@ impl Task {
                 Ok(Wake::Job(msg)) => self.on_reader(&mut link, msg),
                 Ok(Wake::Urgent | Wake::Input | Wake::Timer | Wake::Reported) => {}
             }
-            while let Some(ev) = link.core.poll_event() {
-                self.on_event(&mut link, ev);
-            }
+            // Counters first: an event may end the job (the wait's flush
+            // may have sent its last line).
             self.stats = link.core.stats();
             if let Some(job) = self.job.as_mut() {
                 job.lines_sent = link.core.job_lines_sent();
             }
+            while let Some(ev) = link.core.poll_event() {
+                self.on_event(&mut link, ev);
+            }
+            self.stats = link.core.stats();
             if std::mem::take(&mut self.restart_core) {
                 if let Err(e) = link.flush().await {
                     debug!("printer {}: safety lines not written: {e:?}", self.s.id);
@@ -251,8 +254,11 @@ impl Task {
                 }
             }
             PrinterCommand::Resume => {
+                // A pause the printer started ends with the core's
+                // `PrinterResumed` event (reported there).
+                let by_printer = link.core.is_printer_paused();
                 link.core.resume();
-                if let Some(job) = &self.job {
+                if let (Some(job), false) = (&self.job, by_printer) {
                     let job_id = job.id.clone();
                     self.report(ReportKind::Resumed { job_id });
                 }

@@ -16,6 +16,7 @@ pub mod firmware;
 mod host;
 pub mod line;
 mod motion;
+mod planned;
 #[cfg(test)]
 mod prop_tests;
 mod queue;

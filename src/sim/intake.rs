@@ -167,6 +167,9 @@ impl Marlin {
         self.waiting_for_resend = -1;
         self.accept(t, command, n, true);
         // ACK_WITH_LINENUMBER: `ok <n>` on receipt (plain for M110).
+        if self.lose_ok(t, n) {
+            return;
+        }
         match n {
             Some(n) if !is_m110 => self.tx.line(t, &format!("ok {n}")),
             _ => self.tx.line(t, "ok"),

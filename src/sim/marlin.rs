@@ -324,10 +324,7 @@ impl Marlin {
                 // Repetier prints M105's temperatures when it runs it.
                 self.tx.line(t, text.trim_start_matches("ok"));
             }
-        } else if self.rng.chance(self.drop_ok) {
-            self.stats.dropped_oks += 1;
-            self.dropped_log.push((done.number.unwrap_or(-1), t));
-        } else {
+        } else if !self.lose_ok(t, done.number) {
             match reply {
                 Reply::Custom(text) => self.tx.line(t, &text),
                 Reply::Ok if self.advanced_ok => {
@@ -357,6 +354,16 @@ impl Marlin {
                 });
             }
         }
+    }
+
+    /// The `drop_ok` fault: whether this `ok` (for line `number`) is lost.
+    pub(super) fn lose_ok(&mut self, t: Instant, number: Option<i64>) -> bool {
+        if !self.rng.chance(self.drop_ok) {
+            return false;
+        }
+        self.stats.dropped_oks += 1;
+        self.dropped_log.push((number.unwrap_or(-1), t));
+        true
     }
 
     /// M112 (or a kill): report once, then ignore everything until a reset

@@ -22,8 +22,10 @@
 //! - `cli`: `printgate sim`.
 //!
 //! Fault knobs (like rustls's `transfer_altered`): `corrupt` flips one byte of
-//! a received line before the checks, `drop_ok` loses an executed command's
-//! `ok`, `reset_after` reboots the board once mid-stream, and `received_log`
+//! a received line before the checks (after the emergency parser saw its
+//! bytes: out-of-band `M112`/`M108`/`M876` arrive intact, while a corrupted
+//! unnumbered line runs as received, as it would on a real board), `drop_ok`
+//! loses an executed command's `ok` (Repetier: its receipt `ok`), `reset_after` reboots the board once mid-stream, and `received_log`
 //! records every executed command so a test can compare it with the file.
 //!
 //! Marlin details a host will meet here, as in stock Marlin 2.x:

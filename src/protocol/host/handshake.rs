@@ -11,6 +11,7 @@
 //! harmless even to a firmware that does not check), the printer refuses
 //! it with `Resend:`, and whether an `ok` follows is the answer.
 
+use crate::protocol::planned::{PLANNER_DEPTH, RECEIPT_BUFFER};
 use super::{HostProtocol, State, MARKER};
 use crate::protocol::firmware::Firmware;
 use crate::protocol::line;
@@ -83,7 +84,8 @@ impl HostProtocol {
         self.last_progress = now;
         self.next_temp_poll = None;
         self.motion = MotionModel::default();
-        self.motion_until = None;
+        self.planned.clear();
+        self.raw_oks.clear();
         // `N0 M110 N0`: the next line the printer expects is 1.
         self.push_host("M110 N0");
         self.handshake_last = self.push_host("M115");
@@ -110,6 +112,12 @@ impl HostProtocol {
         if self.resend_ok.is_none() {
             self.resend_ok = self.firmware.resend_ok_prior();
         }
+        let depth = if self.firmware.acks_on_receipt() {
+            PLANNER_DEPTH + RECEIPT_BUFFER
+        } else {
+            PLANNER_DEPTH
+        };
+        self.planned.set_depth(depth);
         self.state = State::Ready;
         self.next_temp_poll =
             (!self.firmware.autoreport_temp).then(|| now + self.cfg.temp_poll_interval);

@@ -59,7 +59,7 @@ impl HostProtocol {
             Reply::Busy(what) => {
                 self.last_progress = now;
                 self.busy = true;
-                self.on_busy_text(what);
+                self.on_busy_text(now, what);
                 self.events.push_back(Event::Busy);
             }
             Reply::Start => self.on_start(now),
@@ -127,6 +127,12 @@ impl HostProtocol {
             .flatten()
         {
             self.ack_through(now, m, Proof::Named, Recovery::Marker)
+        } else if self.raw_oks.front().is_some_and(|&after| after <= oldest_n) {
+            // Every line written before an out-of-band line is done: this
+            // plain ok is that line's.
+            self.raw_oks.pop_front();
+            self.last_progress = now;
+            return;
         } else {
             self.ack_through(now, oldest_n, Proof::Counted, Recovery::Marker)
         };
@@ -152,6 +158,11 @@ impl HostProtocol {
             }
             self.on_acked(now, line, proof);
         }
+        // The printer is past a line written after an out-of-band one: that
+        // one's ok came (and was counted) or was lost.
+        while self.raw_oks.front().is_some_and(|&after| self.queue.acked() > after) {
+            self.raw_oks.pop_front();
+        }
         if count > 1 && proof != Proof::Inferred {
             self.stats.recovered_oks += count - 1;
             self.events.push_back(Event::Recovered {
@@ -173,11 +184,8 @@ impl HostProtocol {
             }
         }
         match line.cost {
-            Cost::Move(us) if us > 0 => {
-                let from = self.motion_until.map_or(now, |t| t.max(now));
-                self.motion_until = Some(from + std::time::Duration::from_micros(u64::from(us)));
-            }
-            Cost::Sync(_) if proof != Proof::Inferred => self.motion_until = None,
+            Cost::Move(us) => self.planned.planned(now, us),
+            Cost::Sync(_) if proof != Proof::Inferred => self.planned.clear(),
             _ => {}
         }
         if line.n >= self.acked_high {

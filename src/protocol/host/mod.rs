@@ -28,6 +28,7 @@ mod recovery;
 use super::firmware::Firmware;
 use super::line::{self, LineError};
 use super::motion::{Cost, MotionModel};
+use super::planned::PlannedMoves;
 use super::queue::LineQueue;
 use super::{Config, Event, LineKind, PrinterError, Stats};
 use handshake::StyleCheck;
@@ -111,6 +112,8 @@ pub struct HostProtocol {
     last_progress: Instant,
     busy: bool,
     timeouts_in_row: u32,
+    /// The last progress before the current run of time-outs.
+    silent_since: Instant,
     probe: Option<Probe>,
     expect_resend_ok: bool,
     /// Whether this firmware sends `ok` after `Resend:` (prior from `M115`,
@@ -132,8 +135,12 @@ pub struct HostProtocol {
     markers: bool,
     clock: AckClock,
     motion: MotionModel,
-    /// When the moves the printer has planned end (host estimate).
-    motion_until: Option<Instant>,
+    /// The moves the printer has planned (host estimate).
+    planned: PlannedMoves,
+    /// Unnumbered lines written out of band (`M876` to an emergency
+    /// parser), which the printer also queues and acknowledges: for each,
+    /// one past the highest line number written before it.
+    raw_oks: VecDeque<u64>,
     /// Firmwares that acknowledge on receipt (Repetier): the costs of the
     /// last lines acknowledged, which may still wait in the printer's queue.
     received: VecDeque<Cost>,
@@ -160,6 +167,7 @@ impl HostProtocol {
             last_progress: now,
             busy: false,
             timeouts_in_row: 0,
+            silent_since: now,
             probe: None,
             expect_resend_ok: false,
             resend_ok: None,
@@ -176,7 +184,8 @@ impl HostProtocol {
             markers: false,
             clock: AckClock::default(),
             motion: MotionModel::default(),
-            motion_until: None,
+            planned: PlannedMoves::default(),
+            raw_oks: VecDeque::new(),
             received: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -207,6 +216,11 @@ impl HostProtocol {
             && !self.wait.printer_paused
             && self.job.end.is_none()
             && self.queue.unsent() < READ_AHEAD
+    }
+    /// The printer paused itself (or asked the host to pause) and has not
+    /// resumed yet.
+    pub fn is_printer_paused(&self) -> bool {
+        self.wait.printer_paused
     }
     /// Job lines (by their tag) written to the wire at least once since
     /// `set_job_active(true)`: 0 means the printer never saw the job.
@@ -259,6 +273,7 @@ impl HostProtocol {
         if self.stale.is_some_and(|s| now >= s.until) {
             self.stale = None;
         }
+        self.on_user_wait_lapse(now);
         if self.style_check.deadline().is_some_and(|t| now >= t) {
             self.style_check_timed_out(now);
         }
@@ -443,6 +458,7 @@ impl HostProtocol {
             stale,
             self.next_temp_poll,
             self.style_check.deadline(),
+            self.user_wait_deadline(),
         ]
         .into_iter()
         .flatten()

@@ -21,6 +21,12 @@
 use super::HostProtocol;
 use crate::protocol::{Event, LineKind};
 use std::fmt;
+use std::time::{Duration, Instant};
+
+/// `paused for user` keep-alives come every 2 s (Marlin and Prusa
+/// `DEFAULT_KEEPALIVE_INTERVAL`); once they have stopped this long the
+/// person is done, even if no `ok` says so (a runout's `M600` owes none).
+const USER_WAIT_LAPSE: Duration = Duration::from_secs(5);
 
 /// What the printer is waiting for, as far as the host knows.
 #[derive(Debug, Default)]
@@ -30,8 +36,11 @@ pub(super) struct PrinterWait {
     /// The pause came from a `busy: paused for user` keep-alive (Prusa's
     /// `M600`), so the next `ok` ends it.
     pub paused_by_busy: bool,
-    /// A keep-alive said the printer waits for a person (cleared by an `ok`).
+    /// A keep-alive said the printer waits for a person (cleared by an `ok`,
+    /// or when the keep-alives stop).
     pub user_busy: bool,
+    /// When the last such keep-alive came.
+    pub user_busy_at: Option<Instant>,
     pub prompt: Prompt,
 }
 
@@ -99,6 +108,9 @@ impl HostProtocol {
         if self.firmware.emergency_parser {
             self.raw_out.extend_from_slice(cmd.as_bytes());
             self.raw_out.push(b'\n');
+            // The line also reaches Marlin's command queue (as an unknown
+            // command when the parser handled it) and gets an `ok` in turn.
+            self.raw_oks.push_back(self.queue.sent_high());
         } else {
             let cost = self.motion.cost(&cmd);
             self.queue.push(&cmd, LineKind::Host, cost);
@@ -144,9 +156,10 @@ impl HostProtocol {
     /// `busy: <what>`: the printer is alive; some keep-alives say it waits
     /// for a person (Marlin `paused for user` / `paused for input`,
     /// Repetier `paused for user interaction`).
-    pub(super) fn on_busy_text(&mut self, what: &str) {
+    pub(super) fn on_busy_text(&mut self, now: Instant, what: &str) {
         if what.starts_with("paused for") {
             self.wait.user_busy = true;
+            self.wait.user_busy_at = Some(now);
             if !self.wait.printer_paused {
                 self.wait.paused_by_busy = true;
                 self.printer_paused(Some(what.to_owned()));
@@ -157,8 +170,26 @@ impl HostProtocol {
     /// An `ok` arrived: the command that waited for a person is done.
     pub(super) fn on_ok_for_wait(&mut self) {
         self.wait.user_busy = false;
+        self.wait.user_busy_at = None;
         if std::mem::take(&mut self.wait.paused_by_busy) {
             self.printer_resumed();
+        }
+    }
+
+    /// When the `paused for user` keep-alives count as stopped.
+    pub(super) fn user_wait_deadline(&self) -> Option<Instant> {
+        self.wait.user_busy_at.map(|t| t + USER_WAIT_LAPSE)
+    }
+
+    /// The keep-alives stopped: the person is done.
+    pub(super) fn on_user_wait_lapse(&mut self, now: Instant) {
+        if self.user_wait_deadline().is_some_and(|t| now >= t) {
+            self.wait.user_busy = false;
+            self.wait.user_busy_at = None;
+            self.last_progress = now;
+            if std::mem::take(&mut self.wait.paused_by_busy) {
+                self.printer_resumed();
+            }
         }
     }
 

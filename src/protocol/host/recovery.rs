@@ -82,13 +82,18 @@ impl HostProtocol {
         if self.queue.in_flight_lines() == 0 || self.wait.waiting_for_person() {
             return None;
         }
+        // Each time-out in a row doubles the wait (RFC 6298 5.5): a printer
+        // that is only slow is not probed into overflowing its buffer.
+        let backoff = 1u32 << self.timeouts_in_row.min(6);
         let rto = self
             .clock
-            .rto(self.cfg.min_ack_timeout, self.cfg.ack_timeout);
+            .rto(self.cfg.min_ack_timeout, self.cfg.ack_timeout)
+            .saturating_mul(backoff)
+            .min(self.cfg.ack_timeout.max(self.cfg.min_ack_timeout));
         let mut deadline = match self.cost_of_unacked() {
             Cost::Long => self.last_progress + self.cfg.long_command_timeout,
             Cost::Sync(dwell) => {
-                // M400/G4: every move in flight, then the dwell.
+                // M400/G4: the planned moves, the moves in flight, the dwell.
                 let moves: u64 = self
                     .queue
                     .in_flight()
@@ -98,13 +103,17 @@ impl HostProtocol {
                     })
                     .sum();
                 let ahead = secs((moves + u64::from(dwell)) as f64 / 1e6 * MOTION_SLACK);
-                let start = self.motion_end_floor().max(self.last_progress);
+                let start = self
+                    .planned
+                    .drained_at()
+                    .map_or(self.last_progress, |t| t.max(self.last_progress));
                 (start + ahead + rto).min(self.last_progress + self.cfg.long_command_timeout)
             }
             Cost::Instant | Cost::Move(_) => {
-                let floor = self.motion_end_floor() + rto;
+                // With the planner full, the next ok waits for its oldest move.
+                let floor = self.planned.slot_free_at().map(|t| t + rto);
                 (self.last_progress + rto)
-                    .max(floor)
+                    .max(floor.unwrap_or(self.last_progress))
                     .min(self.last_progress + self.cfg.ack_timeout.max(rto))
             }
         };
@@ -114,23 +123,17 @@ impl HostProtocol {
         Some(deadline)
     }
 
-    /// When the moves acknowledged so far end, with slack for acceleration.
-    fn motion_end_floor(&self) -> Instant {
-        match self.motion_until {
-            Some(until) if until > self.last_progress => {
-                let ahead = until - self.last_progress;
-                self.last_progress + secs(ahead.as_secs_f64() * MOTION_SLACK)
-            }
-            _ => self.last_progress,
-        }
-    }
-
     pub(super) fn on_ack_timeout(&mut self, now: Instant) {
+        if self.timeouts_in_row == 0 {
+            self.silent_since = self.last_progress;
+        }
         self.timeouts_in_row += 1;
         self.stats.timeouts += 1;
-        if self.timeouts_in_row > self.cfg.max_timeouts {
-            let secs = now.saturating_duration_since(self.last_progress).as_secs();
-            self.fail(PrinterError::NoResponse { secs });
+        let silence = now.saturating_duration_since(self.silent_since);
+        if self.timeouts_in_row > self.cfg.max_timeouts && silence >= self.cfg.ack_timeout {
+            self.fail(PrinterError::NoResponse {
+                secs: silence.as_secs(),
+            });
             return;
         }
         let oldest = self.queue.acked();

@@ -112,25 +112,73 @@ fn the_deadline_adapts_to_the_ok_latency_within_its_bounds() {
 }
 
 #[test]
-fn planned_moves_hold_the_deadline_off_up_to_ack_timeout() {
+fn a_full_planner_holds_the_deadline_off_until_its_oldest_move_ends() {
     let cfg = Config {
         ack_timeout: Duration::from_secs(30),
         min_ack_timeout: ms(50),
         ..Config::default()
     };
     let mut h = Harness::ready(cfg);
-    // A 10 s move (100 mm at 600 mm/min) is planned: its ok comes at once.
-    h.queue(&["G1 X100 F600"]);
-    h.sent();
-    h.reply("ok");
-    // The next move's ok may wait for room in the planner: no probe while
-    // the planned move can still be running (×1.5 for acceleration).
-    h.core.queue_line("G1 X0", LineKind::Job(1)).unwrap();
+    // 15 moves of 10 s (100 mm at 600 mm/min) fill Marlin's planner: their
+    // oks come at once, as each is planned.
+    for i in 0..15 {
+        h.queue(&[if i % 2 == 0 { "G1 X100 F600" } else { "G1 X0" }]);
+        h.sent();
+        h.reply("ok");
+    }
+    // The next move's ok waits for room in the planner: no probe while the
+    // oldest planned move can still be running (×1.5 for acceleration).
+    h.queue(&["G1 X100"]);
     h.sent();
     h.advance(Duration::from_secs(14));
     assert_eq!(timeouts(&h), 0);
     h.advance(Duration::from_secs(2));
     assert_eq!(timeouts(&h), 1);
+}
+
+#[test]
+fn with_room_in_the_planner_a_lost_ok_is_probed_after_the_round_trip() {
+    let cfg = Config {
+        ack_timeout: Duration::from_secs(30),
+        min_ack_timeout: ms(50),
+        ..Config::default()
+    };
+    let mut h = Harness::ready(cfg);
+    // One long move planned: the planner has room, the next ok is prompt.
+    h.queue(&["G1 X100 F600"]);
+    h.sent();
+    h.reply("ok");
+    h.queue(&["G1 X0"]);
+    h.sent();
+    h.advance(Duration::from_secs(2));
+    assert_eq!(timeouts(&h), 1, "not held off by the 10 s move");
+}
+
+#[test]
+fn probes_back_off_exponentially_while_the_printer_stays_silent() {
+    let cfg = Config {
+        ack_timeout: Duration::from_secs(10),
+        min_ack_timeout: ms(100),
+        ..Config::default()
+    };
+    let mut h = Harness::ready(cfg);
+    h.queue(&["M117 a"]);
+    h.sent();
+    let mut at = Vec::new();
+    for step in 1..=40_000u64 {
+        h.advance(ms(1));
+        h.sent(); // the probe: the line again
+        if timeouts(&h) > at.len() {
+            at.push(step);
+        }
+        if at.len() == 5 {
+            break;
+        }
+    }
+    let gaps: Vec<u64> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    for pair in gaps.windows(2) {
+        assert!(pair[1] >= pair[0] * 2 - 2, "no back-off: {at:?}");
+    }
 }
 
 #[test]

@@ -26,7 +26,7 @@ fn pause_for_half_an_hour(p: &mut Pair, parks: bool) -> Option<String> {
         paused,
         "the printer never paused: {:?} {:?}",
         p.board.stats(),
-        &p.events[p.events.len().saturating_sub(10)..]
+        trouble(p)
     );
     let reason = p.events.iter().find_map(|(_, e)| match e {
         Event::PrinterPaused { reason } => Some(reason.clone()),
@@ -90,7 +90,7 @@ fn completes_once(p: &mut Pair, job: &[String], parked: bool) {
         .iter()
         .filter(|(_, e)| matches!(e, Event::Timeout { .. }))
         .count();
-    assert_eq!(timeouts, 0, "no ok was lost, so no time-out");
+    assert_eq!(timeouts, 0, "no ok was lost, so no time-out: {:?}", trouble(p));
 }
 
 /// The heaters as the board has them, and as the host last heard.
@@ -202,4 +202,33 @@ fn repetier_pause_is_resumed_at_the_printer() {
         "no // action:resume"
     );
     completes_once(&mut p, &job, false);
+}
+
+/// The events around the first time-out or resend, for failure messages.
+fn trouble(p: &Pair) -> Vec<(Duration, &Event)> {
+    let first = p
+        .events
+        .iter()
+        .position(|(_, e)| matches!(e, Event::Timeout { .. } | Event::Resend { .. }))
+        .unwrap_or(0);
+    p.events[first.saturating_sub(12)..(first + 3).min(p.events.len())]
+        .iter()
+        .filter(|(_, e)| !matches!(e, Event::Temps(_)))
+        .map(|(t, e)| (t.duration_since(p.events[0].0), e))
+        .collect()
+}
+
+/// The control: with real motion (long moves in a full planner) and no
+/// fault, the deadline never fires.
+#[test]
+fn a_print_with_real_motion_never_times_out() {
+    let job = print_job(1500);
+    let mut p = Pair::new(sim(Firmware::Marlin), job.clone());
+    assert!(p.run_until(30 * MINUTE, |e| matches!(e, Event::JobComplete)));
+    let timeouts = p
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Timeout { .. }))
+        .count();
+    assert_eq!(timeouts, 0, "{:?}", trouble(&p));
 }
