@@ -83,14 +83,15 @@ pub fn commands_of(path: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-/// What the printer executed apart from the host's own handshake and
-/// temperature commands (`M110 N0`, `M115`, `M155`, `M105`).
+/// What the printer executed apart from the host's own handshake,
+/// temperature and job-end commands (`M110 N0`, `M115`, `M155`, `M105`, and
+/// the `M400` that ends every job).
 pub fn job_lines(log: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
         .filter(|l| {
-            !["M105", "M110", "M115", "M155"]
+            !["M105", "M110", "M115", "M155", "M400"]
                 .iter()
                 .any(|h| l.starts_with(h))
         })

@@ -39,6 +39,7 @@ fn args(port: &Path, file: &Path, baud: u32, ping_pong: bool) -> SendArgs {
         ping_pong,
         boot_timeout_ms: 2000,
         ack_timeout_ms: 2000,
+        end_sync: "M400".into(),
     }
 }
 

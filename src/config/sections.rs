@@ -76,6 +76,10 @@ serial_settings! {
     long_command_timeout_s: u64 = 1200,
     /// Cap of the back-off between attempts to reopen an unplugged port.
     reopen_max_s: u64 = 30,
+    /// Sent after the last line of every job; its `ok` marks the job
+    /// complete (the last move's `ok` comes when it is planned, not done).
+    /// Empty for firmwares without `M400`: completion at the last `ok`.
+    end_sync: String = "M400".to_owned(),
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -151,6 +151,23 @@ fn check_serial(out: &mut Problems, s: &SerialSettings, key_of: impl Fn(&str) ->
         1..=86_400,
     );
     range(out, key_of("reopen_max_s"), s.reopen_max_s, 1..=3600);
+    check_end_sync(out, key_of("end_sync"), &s.end_sync);
+}
+
+/// One G-code command that frames as a line ("" = none).
+fn check_end_sync(out: &mut Problems, key: KeyPath, cmd: &str) {
+    if cmd.trim().is_empty() {
+        return;
+    }
+    match crate::protocol::line::prepare(cmd) {
+        Ok(Some(prepared)) if prepared.len() == cmd.trim().len() => {}
+        Ok(_) => push(
+            out,
+            key,
+            "expected one G-code command (e.g. \"M400\") or \"\" for none; comments are not allowed",
+        ),
+        Err(e) => out.push((key, format!("not a command a printer accepts: {e}"))),
+    }
 }
 
 fn check_printers(out: &mut Problems, printers: &[PrinterSection], serial: &SerialSettings) {

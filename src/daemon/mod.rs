@@ -121,7 +121,6 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
     let mut estop = BTreeMap::new();
     let mut tasks = Vec::new();
     for p in config.printers() {
-        let (cmd_tx, cmd_rx) = mpsc::channel(32);
         let settings = PrinterSettings {
             id: p.id.clone(),
             port: PathBuf::from(&p.port),
@@ -129,10 +128,12 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
             protocol: wiring::protocol_config(&p.serial),
             reopen_max: Some(Duration::from_secs(p.serial.reopen_max_s.max(1))),
             progress_interval,
+            end_sync: wiring::end_sync(&p.serial),
         };
-        tasks.push(printer::spawn(settings, cmd_rx, report_tx.clone()));
-        estop.insert(p.id.clone(), cmd_tx.clone());
-        links.insert(p.id.clone(), PrinterLink::new(cmd_tx));
+        let (handle, task) = printer::spawn(settings, report_tx.clone());
+        tasks.push(task);
+        estop.insert(p.id.clone(), handle.clone());
+        links.insert(p.id.clone(), PrinterLink::new(handle));
     }
     drop(report_tx);
 

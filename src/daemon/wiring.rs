@@ -10,7 +10,7 @@ use crate::mqtt::link::{self, LinkEvent, OutboxMessage};
 use crate::mqtt::payload::Command;
 use crate::mqtt::settings::link_settings;
 use crate::mqtt::topics::{InTopic, Topics};
-use crate::printer::PrinterCommand;
+use crate::printer::PrinterHandle;
 use crate::source::{QueueClient, QueueSettings};
 use crate::store::Store;
 use anyhow::Context;
@@ -48,6 +48,12 @@ pub fn protocol_config(s: &SerialSettings) -> crate::protocol::Config {
         baud: s.baud,
         ..crate::protocol::Config::default()
     }
+}
+
+/// The end-of-job sync command (`[serial] end_sync`; empty: none).
+pub fn end_sync(s: &SerialSettings) -> Option<String> {
+    let cmd = s.end_sync.trim();
+    (!cmd.is_empty()).then(|| cmd.to_owned())
 }
 
 /// Takes an exclusive lock on `<data_dir>/printgate.lock` (held while the
@@ -206,7 +212,7 @@ pub fn start_mqtt(
     store: Store,
     outbox_ready: Arc<Notify>,
     farm: mpsc::Sender<FarmInput>,
-    estop: BTreeMap<String, mpsc::Sender<PrinterCommand>>,
+    estop: BTreeMap<String, PrinterHandle>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<Mqtt>> {
     let (Some(m), Some(settings)) = (&config.mqtt, link_settings(config, SystemTime::now())?)
@@ -326,8 +332,8 @@ pub struct Dispatch {
     pub farm: mpsc::Sender<FarmInput>,
     pub volatile: mpsc::Sender<(String, Vec<u8>, bool)>,
     pub discovery: Vec<discovery::DiscoveryConfig>,
-    /// Each printer task's command channel, for `M112` out of band.
-    pub estop: BTreeMap<String, mpsc::Sender<PrinterCommand>>,
+    /// Each printer task's handle, for `M112` out of band.
+    pub estop: BTreeMap<String, PrinterHandle>,
     pub freshness: Freshness,
 }
 
@@ -425,7 +431,7 @@ fn inbound(
                 .is_ok()
                 && d.estop
                     .get(&printer)
-                    .is_some_and(|tx| tx.try_send(PrinterCommand::EmergencyStop).is_ok());
+                    .is_some_and(|h| h.emergency_stop().is_ok());
             if estop_sent {
                 warn!("printer {printer}: emergency stop (sent at once)");
             }

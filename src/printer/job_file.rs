@@ -1,5 +1,10 @@
 //! A G-code file streamed line by line with bounded memory: a 100 MB file
-//! is read through a fixed buffer, never loaded whole.
+//! is read through a fixed buffer, never loaded whole, and a line longer
+//! than [`MAX_LINE`] is a format error as soon as its first kilobyte is read
+//! (a 1 GiB file without a newline must not exhaust a Pi).
+//!
+//! Blocking I/O: call it from a blocking thread (`scan` in `spawn_blocking`,
+//! streaming in the job reader thread), never on an async worker.
 
 use crate::protocol::line::{prepare_range, LineError};
 use std::fs::File;
@@ -8,6 +13,11 @@ use std::path::{Path, PathBuf};
 
 /// Read-ahead buffer: enough for hundreds of lines, small for a Pi Zero.
 const READ_BUFFER: usize = 64 * 1024;
+
+/// The longest raw line (comment included) accepted in a G-code file.
+/// Slicers write lines of well under 200 bytes; anything near this is not
+/// G-code.
+pub const MAX_LINE: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobFileError {
@@ -26,6 +36,12 @@ pub enum JobFileError {
     },
     #[error("{path}:{line}: not text (invalid UTF-8)")]
     NotText { path: PathBuf, line: u64 },
+    #[error("{path}:{line}: line is longer than {max} bytes; not a G-code file?")]
+    LineTooLong {
+        path: PathBuf,
+        line: u64,
+        max: usize,
+    },
     #[error("{path}: no G-code commands in the file")]
     Empty { path: PathBuf },
 }
@@ -84,19 +100,9 @@ impl JobFile {
     /// among the file's commands, or `None` at the end of the file.
     pub fn next_command(&mut self) -> Result<Option<(&str, u64)>, JobFileError> {
         let range = loop {
-            self.buf.clear();
-            let n = self
-                .reader
-                .read_until(b'\n', &mut self.buf)
-                .map_err(|source| JobFileError::Io {
-                    path: self.path.clone(),
-                    source,
-                })?;
-            if n == 0 {
+            if !self.read_line()? {
                 return Ok(None);
             }
-            self.raw_line += 1;
-            self.bytes_read += n as u64;
             let text = std::str::from_utf8(&self.buf).map_err(|_| JobFileError::NotText {
                 path: self.path.clone(),
                 line: self.raw_line,
@@ -118,6 +124,43 @@ impl JobFile {
             .and_then(|b| std::str::from_utf8(b).ok())
             .unwrap_or("");
         Ok(Some((cmd, index)))
+    }
+
+    /// Reads one raw line into `buf` (newline included), never more than
+    /// [`MAX_LINE`] bytes of it. `false` at the end of the file.
+    fn read_line(&mut self) -> Result<bool, JobFileError> {
+        self.buf.clear();
+        loop {
+            let chunk = self.reader.fill_buf().map_err(|source| JobFileError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+            if chunk.is_empty() {
+                if self.buf.is_empty() {
+                    return Ok(false);
+                }
+                break;
+            }
+            let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (chunk.len(), false),
+            };
+            if self.buf.len() + take > MAX_LINE + 1 {
+                return Err(JobFileError::LineTooLong {
+                    path: self.path.clone(),
+                    line: self.raw_line + 1,
+                    max: MAX_LINE,
+                });
+            }
+            self.buf.extend_from_slice(chunk.get(..take).unwrap_or(&[]));
+            self.reader.consume(take);
+            if done {
+                break;
+            }
+        }
+        self.raw_line += 1;
+        self.bytes_read += self.buf.len() as u64;
+        Ok(true)
     }
 
     pub fn commands_read(&self) -> u64 {
@@ -161,6 +204,46 @@ mod tests {
         let path = temp_file("long", &long);
         let err = scan(&path).unwrap_err().to_string();
         assert!(err.contains(":2: command is"), "{err}");
+    }
+
+    #[test]
+    fn r13_a_line_without_end_is_refused_after_a_kilobyte() {
+        // A sparse 1 GiB file of zero bytes, no newline anywhere: reading it
+        // whole would take a gigabyte of memory.
+        let dir =
+            std::env::temp_dir().join(format!("printgate-jobfile-{}-huge", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("huge.gcode");
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(1 << 30).unwrap();
+        let err = scan(&path).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            matches!(
+                err,
+                JobFileError::LineTooLong {
+                    line: 1,
+                    max: MAX_LINE,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains(":1: line is longer than 1024 bytes"),
+            "{err}"
+        );
+        // A long comment line is fine up to the bound, and counted.
+        let ok_line = format!("G28\n;{}\nG1 X1\n", "c".repeat(MAX_LINE - 2));
+        let path = temp_file("bound", &ok_line);
+        assert_eq!(scan(&path).unwrap().commands, 2);
+        let too_long = format!("G28\n;{}\nG1 X1\n", "c".repeat(MAX_LINE));
+        let path = temp_file("over", &too_long);
+        assert!(scan(&path)
+            .unwrap_err()
+            .to_string()
+            .contains(":2: line is longer"));
     }
 
     #[test]

@@ -35,9 +35,12 @@ pub struct SendArgs {
     /// Wait this long for the firmware's `start` after opening.
     #[arg(long, default_value_t = 3000)]
     pub boot_timeout_ms: u64,
-    /// Time without an `ok` before probing for a lost one.
+    /// Upper bound of the adaptive lost-`ok` deadline.
     #[arg(long, default_value_t = 10_000)]
     pub ack_timeout_ms: u64,
+    /// Command that ends the job; its `ok` marks completion ("" = none).
+    #[arg(long, default_value = "M400")]
+    pub end_sync: String,
 }
 
 /// The one-line result of a send.
@@ -92,6 +95,7 @@ impl SendArgs {
             },
             reopen_max: None,
             progress_interval: Duration::from_secs(3600),
+            end_sync: (!self.end_sync.is_empty()).then(|| self.end_sync.clone()),
         }
     }
 }
@@ -118,17 +122,23 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
 
 /// Streams `path` through a printer task and waits for the last `ok`.
 pub async fn send_file(settings: PrinterSettings, path: &Path, summary: Summary) -> SendSummary {
-    let (cmd_tx, cmd_rx) = mpsc::channel(8);
     let (report_tx, mut reports) = mpsc::channel(1024);
-    let task = super::spawn(settings, cmd_rx, report_tx);
-    let _ = cmd_tx
-        .send(PrinterCommand::StartJob {
-            job_id: "send".into(),
-            path: path.to_path_buf(),
-            summary,
-            session: 0,
-        })
-        .await;
+    let (handle, task) = super::spawn(settings, report_tx);
+    let start = handle.send(PrinterCommand::StartJob {
+        job_id: "send".into(),
+        path: path.to_path_buf(),
+        summary,
+        session: 0,
+    });
+    if start.await.is_err() {
+        return summarize(
+            Some("printer task ended before the job was sent".into()),
+            0,
+            summary.commands,
+            Instant::now(),
+            Stats::default(),
+        );
+    }
     let mut started = Instant::now();
     let mut last_problem = None;
     let mut result = None;
@@ -153,7 +163,9 @@ pub async fn send_file(settings: PrinterSettings, path: &Path, summary: Summary)
                     started,
                     stats,
                 ));
-                let _ = cmd_tx.send(PrinterCommand::Shutdown).await;
+                if handle.send(PrinterCommand::Shutdown).await.is_err() {
+                    break; // the task ended by itself: nothing left to stop
+                }
             }
             ReportKind::Offline { reason } | ReportKind::Fault { reason } => {
                 last_problem = Some(reason)
@@ -163,7 +175,9 @@ pub async fn send_file(settings: PrinterSettings, path: &Path, summary: Summary)
             _ => {}
         }
     }
-    let _ = task.await;
+    if let Err(e) = task.await {
+        last_problem = Some(format!("printer task failed: {e}"));
+    }
     result.unwrap_or_else(|| {
         let error = last_problem.unwrap_or_else(|| "printer task ended early".into());
         summarize(Some(error), 0, summary.commands, started, Stats::default())

@@ -1,77 +1,71 @@
 //! The printer task loop: open the port (with back-off when it is gone),
-//! run the protocol, stream the active job, answer commands.
+//! run the protocol, answer commands, act on the protocol's events. Job
+//! streaming is in `job.rs`.
 
-use super::job_file::{JobFile, Summary};
-use super::link::{Link, LinkError, Wake};
+use super::handle::{PrinterHandle, Urgent};
+use super::job::{ActiveJob, PendingJob};
+use super::link::{Inputs, Link, LinkError, Wake};
+use super::outbox::Outbox;
 use super::{
-    port, JobOutcome, JobProgress, PrinterCommand, PrinterReport, PrinterSettings, ReportKind,
+    port, JobOutcome, JobProgress, PausedBy, PrinterCommand, PrinterReport, PrinterSettings,
+    ReportKind,
 };
 use crate::backoff::{Backoff, ErrorStreak};
 use crate::protocol::{Event, LineKind, PrinterError, Stats};
 use log::{debug, info, warn};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// How long an orderly stop waits for heaters-off lines to be acknowledged.
 const SAFE_STOP_WAIT: Duration = Duration::from_secs(3);
+/// Commands waiting for the task.
+const COMMAND_QUEUE: usize = 32;
 
+/// Starts a printer task; returns its handle and the task. Reports go to
+/// `reports` (see the module doc of `printer` for how to drain them).
 pub fn spawn(
     settings: PrinterSettings,
-    commands: mpsc::Receiver<PrinterCommand>,
     reports: mpsc::Sender<PrinterReport>,
-) -> JoinHandle<()> {
+) -> (PrinterHandle, JoinHandle<()>) {
+    let (tx, commands) = mpsc::channel(COMMAND_QUEUE);
+    let urgent = Arc::new(Urgent::default());
+    let handle = PrinterHandle::new(tx, Arc::clone(&urgent));
     let task = Task {
+        outbox: Outbox::new(settings.id.clone(), reports),
         s: settings,
         commands,
-        reports,
+        urgent,
         job: None,
         pending: None,
         losses: 0,
         stopping: false,
         restart_core: false,
-        stats: Default::default(),
+        estop_pending: false,
+        stats: Stats::default(),
     };
-    tokio::spawn(task.run())
+    (handle, tokio::spawn(task.run()))
 }
 
-struct ActiveJob {
-    id: String,
-    file: JobFile,
-    total: Summary,
-    acked: u64,
-    all_queued: bool,
-    last_report: Instant,
-    stats_at_start: Stats,
-}
-
-impl ActiveJob {
-    fn progress(&self) -> JobProgress {
-        let total = self.total.commands.max(1);
-        JobProgress {
-            lines_done: self.acked,
-            lines_total: self.total.commands,
-            percent: (self.acked as f64 * 100.0 / total as f64).min(100.0),
-        }
-    }
-}
-
-struct Task {
-    s: PrinterSettings,
+pub(super) struct Task {
+    pub(super) s: PrinterSettings,
     commands: mpsc::Receiver<PrinterCommand>,
-    reports: mpsc::Sender<PrinterReport>,
-    job: Option<ActiveJob>,
-    pending: Option<(String, PathBuf, Summary)>,
+    urgent: Arc<Urgent>,
+    pub(super) outbox: Outbox,
+    pub(super) job: Option<ActiveJob>,
+    pub(super) pending: Option<PendingJob>,
     /// `Offline` and `Fault` reports sent (see `PrinterCommand::StartJob`).
     losses: u64,
     stopping: bool,
     /// Set after a protocol failure: flush the safety lines, then start a
     /// fresh protocol on the same port.
     restart_core: bool,
+    /// An emergency stop requested while the port was offline.
+    estop_pending: bool,
     /// The connection's protocol counters, as of the last wake-up.
-    stats: Stats,
+    pub(super) stats: Stats,
 }
 
 impl Task {
@@ -106,61 +100,102 @@ impl Task {
                     let reason = e.to_string();
                     if streak.failed(&reason) {
                         warn!("printer {}: {reason}", self.s.id);
-                        self.report(ReportKind::Offline { reason });
-                    }
-                    if let Some((job_id, ..)) = self.pending.take() {
-                        self.report(ReportKind::JobFinished {
-                            job_id,
-                            outcome: JobOutcome::Failed(e.to_string()),
-                            progress: JobProgress {
-                                lines_done: 0,
-                                lines_total: 0,
-                                percent: 0.0,
-                            },
-                            stats: Default::default(),
+                        self.report(ReportKind::Offline {
+                            reason: reason.clone(),
                         });
                     }
+                    self.drop_pending(JobOutcome::Failed(reason));
                 }
             }
             if self.stopping || self.s.reopen_max.is_none() {
-                self.report(ReportKind::Stopped);
-                return;
+                break;
             }
-            let until = tokio::time::Instant::now() + backoff.next_delay();
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(until) => break,
-                    cmd = self.commands.recv() => match cmd {
-                        None | Some(PrinterCommand::Shutdown) => {
-                            self.report(ReportKind::Stopped);
-                            return;
-                        }
-                        Some(cmd) => self.reject_command(&cmd, "printer is offline"),
-                    },
+            if self.wait_offline(backoff.next_delay()).await {
+                break;
+            }
+        }
+        self.report(ReportKind::Stopped);
+        self.outbox.drain().await;
+    }
+
+    /// Waits before reopening the port; true when the task should stop.
+    async fn wait_offline(&mut self, delay: Duration) -> bool {
+        let until = tokio::time::Instant::now() + delay;
+        loop {
+            let has_reports = !self.outbox.is_empty();
+            tokio::select! {
+                biased;
+                _ = self.urgent.requested() => {
+                    if self.urgent.take_estop() {
+                        warn!("printer {}: emergency stop while offline: M112 goes out on reconnect", self.s.id);
+                        self.estop_pending = true;
+                        self.drop_pending(JobOutcome::Cancelled);
+                        self.report(ReportKind::EmergencyStop { sent: false });
+                    }
                 }
+                cmd = self.commands.recv() => match cmd {
+                    None | Some(PrinterCommand::Shutdown) => return true,
+                    Some(PrinterCommand::Cancel) => self.drop_pending(JobOutcome::Cancelled),
+                    Some(PrinterCommand::EmergencyStop) => {
+                        self.estop_pending = true;
+                        self.drop_pending(JobOutcome::Cancelled);
+                        self.report(ReportKind::EmergencyStop { sent: false });
+                    }
+                    Some(cmd) => self.reject_command(&cmd, "printer is offline"),
+                },
+                _ = self.outbox.send_one(), if has_reports => {}
+                _ = tokio::time::sleep_until(until) => return false,
             }
         }
     }
 
     async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(&mut self, stream: S) -> String {
         let mut link = Link::new(stream, self.s.protocol.clone());
+        if std::mem::take(&mut self.estop_pending) {
+            self.emergency_stop(&mut link).await;
+        }
         loop {
-            self.feed(&mut link);
-            self.check_done(&mut link);
-            let wake = link.wait(self.commands.recv()).await;
-            match wake {
+            if self.urgent.take_estop() {
+                self.emergency_stop(&mut link).await;
+            }
+            if let Err(reason) = self.feed(&mut link) {
+                link.core.cancel();
+                self.finish_job(JobOutcome::Failed(reason));
+            }
+            let congested = self.outbox.congested();
+            let wants_batch = self.job.as_ref().is_some_and(ActiveJob::wants_batch);
+            let inputs = Inputs {
+                urgent: &self.urgent,
+                commands: (!congested).then_some(&mut self.commands),
+                outbox: &mut self.outbox,
+                job: match self.job.as_mut() {
+                    Some(job) if wants_batch => Some(job.reader.channel()),
+                    _ => None,
+                },
+                read: !congested,
+            };
+            match link.wait(inputs).await {
                 Err(LinkError::Disconnected) => return "serial port disconnected".into(),
                 Err(LinkError::Io(e)) => return format!("serial i/o error: {e}"),
-                Ok(Wake::Command(cmd)) => self.on_command(&mut link, cmd),
+                Ok(Wake::Command(cmd)) => self.on_command(&mut link, cmd).await,
                 Ok(Wake::Closed) => self.stopping = true,
-                Ok(Wake::Input | Wake::Timer) => {}
+                Ok(Wake::Job(msg)) => self.on_reader(&mut link, msg),
+                Ok(Wake::Urgent | Wake::Input | Wake::Timer | Wake::Reported) => {}
+            }
+            // Counters first: an event may end the job (the wait's flush
+            // may have sent its last line).
+            self.stats = link.core.stats();
+            if let Some(job) = self.job.as_mut() {
+                job.lines_sent = link.core.job_lines_sent();
             }
             while let Some(ev) = link.core.poll_event() {
                 self.on_event(&mut link, ev);
             }
             self.stats = link.core.stats();
             if std::mem::take(&mut self.restart_core) {
-                let _ = link.flush().await;
+                if let Err(e) = link.flush().await {
+                    debug!("printer {}: safety lines not written: {e:?}", self.s.id);
+                }
                 link.restart_core();
                 self.stats = Stats::default();
             }
@@ -172,43 +207,22 @@ impl Task {
         }
     }
 
-    /// Hands job lines to the core while it has room (bounded read-ahead).
-    fn feed<S: AsyncRead + AsyncWrite + Unpin>(&mut self, link: &mut Link<S>) {
-        let Some(job) = self.job.as_mut() else { return };
-        let mut error = None;
-        while !job.all_queued && link.core.wants_line() {
-            match job.file.next_command() {
-                Ok(Some((cmd, index))) => {
-                    if let Err(e) = link.core.queue_line(cmd, LineKind::Job(index)) {
-                        error = Some(format!("line {}: {e}", index + 1));
-                        break;
-                    }
-                }
-                Ok(None) => job.all_queued = true,
-                Err(e) => {
-                    error = Some(e.to_string());
-                    break;
-                }
+    /// `M112` now; the job (and any job waiting for the handshake) ends.
+    async fn emergency_stop<S: AsyncRead + AsyncWrite + Unpin>(&mut self, link: &mut Link<S>) {
+        link.core.emergency_stop();
+        let sent = match link.flush().await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!("printer {}: M112 not written: {e:?}", self.s.id);
+                self.estop_pending = true;
+                false
             }
-        }
-        if let Some(reason) = error {
-            link.core.cancel();
-            self.finish_job(JobOutcome::Failed(reason));
-        }
+        };
+        self.drop_pending(JobOutcome::Cancelled);
+        self.report(ReportKind::EmergencyStop { sent });
     }
 
-    fn check_done<S: AsyncRead + AsyncWrite + Unpin>(&mut self, link: &mut Link<S>) {
-        let done = self
-            .job
-            .as_ref()
-            .is_some_and(|j| j.all_queued && link.core.is_drained());
-        if done {
-            link.core.set_job_active(false);
-            self.finish_job(JobOutcome::Completed);
-        }
-    }
-
-    fn on_command<S: AsyncRead + AsyncWrite + Unpin>(
+    async fn on_command<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         link: &mut Link<S>,
         cmd: PrinterCommand,
@@ -233,71 +247,50 @@ impl Task {
                 } else if link.core.is_ready() {
                     self.start_job(link, job_id, path, summary);
                 } else {
-                    self.pending = Some((job_id, path, summary));
+                    self.pending = Some(PendingJob {
+                        job_id,
+                        path,
+                        summary,
+                    });
                 }
             }
             PrinterCommand::Pause => {
                 if let Some(job) = &self.job {
                     link.core.pause();
                     let job_id = job.id.clone();
-                    self.report(ReportKind::Paused { job_id });
+                    self.report(ReportKind::Paused {
+                        job_id,
+                        by: PausedBy::Farm,
+                        reason: None,
+                    });
                 }
             }
             PrinterCommand::Resume => {
-                if let Some(job) = &self.job {
-                    link.core.resume();
+                // A pause the printer started ends with the core's
+                // `PrinterResumed` event (reported there).
+                let by_printer = link.core.is_printer_paused();
+                link.core.resume();
+                if let (Some(job), false) = (&self.job, by_printer) {
                     let job_id = job.id.clone();
                     self.report(ReportKind::Resumed { job_id });
                 }
             }
-            PrinterCommand::Cancel => {
-                link.core.cancel();
-                self.finish_job(JobOutcome::Cancelled);
+            PrinterCommand::Cancel => self.cancel(link),
+            PrinterCommand::EmergencyStop => self.emergency_stop(link).await,
+            PrinterCommand::PromptAnswer { choice } => {
+                if let Err(e) = link.core.answer_prompt(choice) {
+                    self.reject(&format!("prompt answer {choice}: {e}"));
+                }
             }
-            PrinterCommand::EmergencyStop => link.core.emergency_stop(),
             PrinterCommand::RunMacro { gcode } => self.run_macro(link, &gcode),
             PrinterCommand::Shutdown => self.stopping = true,
         }
     }
 
-    fn start_job<S: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
-        link: &mut Link<S>,
-        job_id: String,
-        path: PathBuf,
-        summary: Summary,
-    ) {
-        match JobFile::open(&path, Some(summary)) {
-            Ok(file) => {
-                link.core.set_job_active(true);
-                info!(
-                    "printer {}: job {job_id} started ({} lines)",
-                    self.s.id, summary.commands
-                );
-                self.report(ReportKind::JobStarted {
-                    job_id: job_id.clone(),
-                });
-                self.job = Some(ActiveJob {
-                    id: job_id,
-                    file,
-                    total: summary,
-                    acked: 0,
-                    all_queued: false,
-                    last_report: Instant::now(),
-                    stats_at_start: link.core.stats(),
-                });
-            }
-            Err(e) => self.report(ReportKind::JobFinished {
-                job_id,
-                outcome: JobOutcome::Failed(e.to_string()),
-                progress: JobProgress {
-                    lines_done: 0,
-                    lines_total: summary.commands,
-                    percent: 0.0,
-                },
-                stats: Default::default(),
-            }),
-        }
+    fn cancel<S: AsyncRead + AsyncWrite + Unpin>(&mut self, link: &mut Link<S>) {
+        link.core.cancel();
+        self.finish_job(JobOutcome::Cancelled);
+        self.drop_pending(JobOutcome::Cancelled);
     }
 
     fn run_macro<S: AsyncRead + AsyncWrite + Unpin>(&mut self, link: &mut Link<S>, gcode: &str) {
@@ -317,7 +310,11 @@ impl Task {
             }
         }
         for cmd in cmds {
-            let _ = link.core.queue_line(cmd, LineKind::Host);
+            // `prepare` checked every line, so queueing cannot fail.
+            if let Err(e) = link.core.queue_line(cmd, LineKind::Host) {
+                self.reject(&format!("macro: {e}"));
+                return;
+            }
         }
     }
 
@@ -325,17 +322,13 @@ impl Task {
         match ev {
             Event::Ready(fw) => {
                 info!(
-                    "printer {}: connected to {}",
+                    "printer {}: connected to {fw}; {}",
                     self.s.id,
-                    if fw.name.is_empty() {
-                        "unknown firmware"
-                    } else {
-                        &fw.name
-                    }
+                    decisions(&fw, link.core.uses_markers())
                 );
                 self.report(ReportKind::Connected(fw));
-                if let Some((job_id, path, summary)) = self.pending.take() {
-                    self.start_job(link, job_id, path, summary);
+                if let Some(p) = self.pending.take() {
+                    self.start_job(link, p.job_id, p.path, p.summary);
                 }
             }
             Event::Acked {
@@ -348,24 +341,51 @@ impl Task {
             }
             Event::Acked { .. } => {}
             Event::Temps(t) => self.report(ReportKind::Temps(t)),
-            Event::Action(action) => match action.as_str() {
-                "pause" | "paused" => self.on_command(link, PrinterCommand::Pause),
-                "resume" | "resumed" => self.on_command(link, PrinterCommand::Resume),
-                "cancel" => self.on_command(link, PrinterCommand::Cancel),
-                _ => self.report(ReportKind::Action(action)),
-            },
+            Event::PrinterPaused { reason } => {
+                info!("printer {}: printer paused ({reason:?})", self.s.id);
+                match &self.job {
+                    Some(job) => {
+                        let job_id = job.id.clone();
+                        self.report(ReportKind::Paused {
+                            job_id,
+                            by: PausedBy::Printer,
+                            reason,
+                        });
+                    }
+                    None => self.report(ReportKind::Action(format!(
+                        "paused{}",
+                        reason.map(|r| format!(" {r}")).unwrap_or_default()
+                    ))),
+                }
+            }
+            Event::PrinterResumed => {
+                if let Some(job) = &self.job {
+                    let job_id = job.id.clone();
+                    self.report(ReportKind::Resumed { job_id });
+                }
+            }
+            Event::Prompt { text, choices } => {
+                info!("printer {}: prompt {text:?} {choices:?}", self.s.id);
+                self.report(ReportKind::Prompt { text, choices });
+            }
+            Event::PromptClosed => self.report(ReportKind::PromptClosed),
+            Event::CancelRequested => self.cancel(link),
+            Event::Action(action) => self.report(ReportKind::Action(action)),
+            Event::JobComplete => self.finish_job(JobOutcome::Completed),
             Event::Resend { line } => debug!("printer {}: resend from line {line}", self.s.id),
-            Event::Timeout { line } => warn!(
-                "printer {}: no ok in time, probing with line {line}",
-                self.s.id
-            ),
+            Event::Timeout { line } => {
+                info!(
+                    "printer {}: no ok in time, probing at line {line}",
+                    self.s.id
+                )
+            }
+            Event::Recovered { lines, by } => {
+                debug!("printer {}: {lines} lost ok(s) found by {by:?}", self.s.id)
+            }
             Event::PrinterError(text) => warn!("printer {}: printer error: {text}", self.s.id),
             Event::Message(text) => debug!("printer {}: {text}", self.s.id),
             Event::Busy => {}
-            Event::Reset => info!(
-                "printer {}: printer reset while idle; reconnecting",
-                self.s.id
-            ),
+            Event::Reset => info!("printer {}: printer reset; new handshake", self.s.id),
             Event::Failed(err) => self.on_failure(link, err),
         }
     }
@@ -385,6 +405,7 @@ impl Task {
         }
         self.stats = link.core.stats();
         self.finish_job(JobOutcome::Failed(err.to_string()));
+        self.drop_pending(JobOutcome::Failed(err.to_string()));
         self.report(ReportKind::Fault {
             reason: err.to_string(),
         });
@@ -398,42 +419,43 @@ impl Task {
                 "gateway stopped during the print".into(),
             ));
         }
+        self.drop_pending(JobOutcome::Failed("gateway stopped".into()));
         let deadline = tokio::time::Instant::now() + SAFE_STOP_WAIT;
         while !link.core.is_drained() && tokio::time::Instant::now() < deadline {
-            let never = std::future::pending::<Option<()>>();
-            match tokio::time::timeout_at(deadline, link.wait(never)).await {
+            let inputs = Inputs {
+                urgent: &self.urgent,
+                commands: None,
+                outbox: &mut self.outbox,
+                job: None,
+                read: true,
+            };
+            match tokio::time::timeout_at(deadline, link.wait(inputs)).await {
                 Ok(Ok(_)) => while link.core.poll_event().is_some() {},
                 _ => break,
             }
         }
-        let _ = link.flush().await;
-    }
-
-    fn maybe_report_progress(&mut self) {
-        let interval = self.s.progress_interval;
-        let Some(job) = self.job.as_mut() else { return };
-        if job.last_report.elapsed() < interval {
-            return;
+        if let Err(e) = link.flush().await {
+            debug!(
+                "printer {}: heaters-off lines not written: {e:?}",
+                self.s.id
+            );
         }
-        job.last_report = Instant::now();
-        let (job_id, progress) = (job.id.clone(), job.progress());
-        self.report(ReportKind::Progress { job_id, progress });
     }
 
-    fn finish_job(&mut self, outcome: JobOutcome) {
-        let Some(job) = self.job.take() else { return };
-        let progress = job.progress();
-        let stats = self.stats.since(&job.stats_at_start);
-        info!(
-            "printer {}: job {} {:?} at {:.1} %",
-            self.s.id, job.id, outcome, progress.percent
-        );
-        self.report(ReportKind::JobFinished {
-            job_id: job.id,
-            outcome,
-            progress,
-            stats,
-        });
+    /// Drops a job still waiting for the connection, telling the farm.
+    pub(super) fn drop_pending(&mut self, outcome: JobOutcome) {
+        if let Some(p) = self.pending.take() {
+            info!(
+                "printer {}: job {} {:?} before it started",
+                self.s.id, p.job_id, outcome
+            );
+            self.report(ReportKind::JobFinished {
+                job_id: p.job_id,
+                outcome,
+                progress: JobProgress::none(p.summary.commands),
+                stats: Stats::default(),
+            });
+        }
     }
 
     /// Refuses `cmd`, naming its job when it was a start (the farm then
@@ -449,23 +471,43 @@ impl Task {
         });
     }
 
-    fn reject(&mut self, reason: &str) {
+    pub(super) fn reject(&mut self, reason: &str) {
         self.report(ReportKind::Rejected {
-            job_id: None,
             reason: reason.to_owned(),
+            job_id: None,
         });
     }
 
-    fn report(&mut self, kind: ReportKind) {
+    pub(super) fn report(&mut self, kind: ReportKind) {
         if matches!(kind, ReportKind::Offline { .. } | ReportKind::Fault { .. }) {
             self.losses += 1;
         }
-        let report = PrinterReport {
-            printer: self.s.id.clone(),
-            kind,
-        };
-        if self.reports.try_send(report).is_err() {
-            debug!("printer {}: report channel full or closed", self.s.id);
-        }
+        self.outbox.push(kind);
+    }
+}
+
+/// What the host decided from the printer's identity, for the log.
+fn decisions(fw: &crate::protocol::Firmware, markers: bool) -> String {
+    let mut out = Vec::new();
+    if !fw.checks_line_numbers() {
+        out.push("no line-number check: lines are never sent twice");
+    }
+    if fw.advanced_ok {
+        out.push("lost oks found by ADVANCED_OK line numbers");
+    } else if fw.acks_on_receipt() {
+        out.push("oks on receipt with line numbers; completion on its idle `wait`");
+    } else if markers {
+        out.push("lost oks found by M105 markers");
+    }
+    if fw.emergency_parser {
+        out.push("prompt answers out of band");
+    }
+    if fw.thermal_protection == Some(false) {
+        out.push("WARNING: firmware reports no thermal protection");
+    }
+    if out.is_empty() {
+        "no special handling".into()
+    } else {
+        out.join(", ")
     }
 }

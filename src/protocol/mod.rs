@@ -12,8 +12,11 @@
     clippy::panic
 )]
 
+pub mod firmware;
 mod host;
 pub mod line;
+mod motion;
+mod planned;
 #[cfg(test)]
 mod prop_tests;
 mod queue;
@@ -21,7 +24,8 @@ pub mod reply;
 #[cfg(test)]
 mod tests;
 
-pub use host::HostProtocol;
+pub use firmware::{Capability, Firmware, FirmwareKind};
+pub use host::{HostProtocol, PromptError};
 pub use line::LineError;
 pub use reply::Temps;
 
@@ -43,8 +47,13 @@ pub struct Config {
     /// How long to wait for `start` after opening before talking anyway
     /// (boards without auto-reset never send it).
     pub boot_timeout: Duration,
-    /// No `ok` for this long: assume it was lost and probe.
+    /// Upper bound of the lost-`ok` deadline. The deadline itself adapts:
+    /// the learned `ok` latency (smoothed mean + 4 × mean deviation, as TCP
+    /// does for its round trip), floored by the estimated duration of the
+    /// moves the printer has been given.
     pub ack_timeout: Duration,
+    /// Lower bound of the adaptive deadline (scheduling jitter on a busy Pi).
+    pub min_ack_timeout: Duration,
     /// Allowance for homing, heating, `M400`, … before probing.
     pub long_command_timeout: Duration,
     /// After `busy:`, the next sign of life is expected within this.
@@ -70,6 +79,7 @@ impl Default for Config {
             ping_pong: false,
             boot_timeout: Duration::from_secs(3),
             ack_timeout: Duration::from_secs(10),
+            min_ack_timeout: Duration::from_millis(250),
             long_command_timeout: Duration::from_secs(20 * 60),
             busy_timeout: Duration::from_secs(10),
             max_timeouts: 5,
@@ -89,13 +99,15 @@ pub enum LineKind {
     Host,
 }
 
-/// What `M115` told us.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Firmware {
-    pub name: String,
-    pub autoreport_temp: bool,
-    pub emergency_parser: bool,
-    pub advanced_ok: bool,
+/// How lines whose `ok` never came were found to be done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// A later `ok N<n>` (ADVANCED_OK) or `ok <n>` (Repetier) named its line.
+    LineNumber,
+    /// The `ok T:…` of a later `M105` came back.
+    Marker,
+    /// The probe after a silence: the printer said which line it wants next.
+    Probe,
 }
 
 /// Why the printer can no longer be used without a new connection.
@@ -115,6 +127,9 @@ pub enum PrinterError {
     NoResponse { secs: u64 },
     /// The host sent `M112`.
     EmergencyStop,
+    /// The end of a job could not be confirmed by an `ok` that comes after
+    /// the last move (see `HostProtocol::end_job`).
+    CompletionUnconfirmed,
 }
 
 impl fmt::Display for PrinterError {
@@ -145,6 +160,9 @@ impl fmt::Display for PrinterError {
                 write!(f, "no response from the printer for {secs} s")
             }
             PrinterError::EmergencyStop => write!(f, "emergency stop (M112) sent"),
+            PrinterError::CompletionUnconfirmed => {
+                write!(f, "the printer never confirmed that the last move finished")
+            }
         }
     }
 }
@@ -164,16 +182,44 @@ pub enum Event {
     Temps(Temps),
     /// The printer is alive but working on a long command.
     Busy,
-    /// `//action:...` from the printer (pause button, filament runout, …).
+    /// The printer paused by itself or asked the host to pause (filament
+    /// runout, `M600`, a button): no job line is sent until it resumes, and
+    /// there is no time-out while it waits for a person.
+    PrinterPaused {
+        reason: Option<String>,
+    },
+    /// The printer said it resumed (or the host resumed it).
+    PrinterResumed,
+    /// The printer asks a person a question (`//action:prompt_begin`,
+    /// `prompt_button`/`prompt_choice`, `prompt_show`). Answer with
+    /// `HostProtocol::answer_prompt` (`M876 S<index>`).
+    Prompt {
+        text: String,
+        choices: Vec<String>,
+    },
+    /// The open prompt went away (answered, or `//action:prompt_end`).
+    PromptClosed,
+    /// `//action:cancel`: the printer asks the host to cancel the job.
+    CancelRequested,
+    /// Other `//action:...` lines, as sent.
     Action(String),
     /// The printer asked for line `line` again.
     Resend {
         line: u64,
     },
-    /// No `ok` in time: probing with the oldest unacknowledged line.
+    /// No `ok` in time: probing (the oldest unacknowledged line again, or
+    /// an `M105` where the firmware checks no line numbers).
     Timeout {
         line: u64,
     },
+    /// Lines whose `ok` was lost were found done, `lines` of them.
+    Recovered {
+        lines: u64,
+        by: Recovery,
+    },
+    /// Every job line ran and the printer confirmed it after the last move
+    /// (see `HostProtocol::end_job`).
+    JobComplete,
     /// A non-fatal printer error line.
     PrinterError(String),
     /// Informational output (`echo:` and unknown lines).
@@ -194,6 +240,8 @@ pub struct Stats {
     pub line_errors: u64,
     pub swallowed_oks: u64,
     pub unexpected_oks: u64,
+    /// Lines whose `ok` was lost and that a recovery found done.
+    pub recovered_oks: u64,
 }
 
 impl Stats {
@@ -207,6 +255,7 @@ impl Stats {
             line_errors: self.line_errors.saturating_sub(earlier.line_errors),
             swallowed_oks: self.swallowed_oks.saturating_sub(earlier.swallowed_oks),
             unexpected_oks: self.unexpected_oks.saturating_sub(earlier.unexpected_oks),
+            recovered_oks: self.recovered_oks.saturating_sub(earlier.recovered_oks),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! framed but not yet sent.
 
 use super::line::{frame, MAX_FRAMED_LEN};
+use super::motion::Cost;
 use super::LineKind;
 use std::collections::VecDeque;
 
@@ -18,10 +19,20 @@ const SLOT: usize = MAX_FRAMED_LEN + 5;
 pub(crate) struct Entry {
     pub n: u64,
     pub kind: LineKind,
-    /// A command that may legitimately run for minutes (homing, heating).
-    pub long: bool,
+    /// How long the printer may take over it.
+    pub cost: Cost,
+    /// An `M105`: its `ok T:…` names it among the oks (see `host.rs`).
+    pub marker: bool,
     len: u8,
     bytes: [u8; SLOT],
+}
+
+/// What the host learns about a line when it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AckedLine {
+    pub n: u64,
+    pub kind: LineKind,
+    pub cost: Cost,
 }
 
 impl Entry {
@@ -60,7 +71,7 @@ impl LineQueue {
 
     /// Frames `cmd` with the next line number. `cmd` comes from
     /// `line::prepare`, so it always fits a slot.
-    pub fn push(&mut self, cmd: &str, kind: LineKind) -> u64 {
+    pub fn push(&mut self, cmd: &str, kind: LineKind, cost: Cost) -> u64 {
         let n = self.next_n;
         self.scratch.clear();
         let len = frame(n, cmd, &mut self.scratch).min(SLOT);
@@ -71,7 +82,8 @@ impl LineQueue {
         self.entries.push_back(Entry {
             n,
             kind,
-            long: is_long_command(cmd),
+            cost,
+            marker: is_marker(cmd),
             len: len as u8,
             bytes,
         });
@@ -96,6 +108,14 @@ impl LineQueue {
     pub fn send_next(&self) -> u64 {
         self.send_next
     }
+    /// The next line to send (one past the newest in flight).
+    pub fn send_next_line(&self) -> u64 {
+        self.send_next
+    }
+    /// The number the next pushed line gets.
+    pub fn next_n(&self) -> u64 {
+        self.next_n
+    }
     pub fn sent_high(&self) -> u64 {
         self.sent_high
     }
@@ -119,8 +139,27 @@ impl LineQueue {
     pub fn oldest_in_flight(&self) -> Option<&Entry> {
         self.get(self.acked).filter(|_| self.acked < self.send_next)
     }
+    /// Lines in flight, oldest first.
+    pub fn in_flight(&self) -> impl Iterator<Item = &Entry> {
+        (self.acked..self.send_next).filter_map(|n| self.get(n))
+    }
     pub fn long_in_flight(&self) -> bool {
-        (self.acked..self.send_next).any(|n| self.get(n).is_some_and(|e| e.long))
+        self.in_flight().any(|e| e.cost == Cost::Long)
+    }
+    /// The first `M105` in flight that is not the oldest line.
+    pub fn marker_after_oldest(&self) -> Option<u64> {
+        self.in_flight().skip(1).find(|e| e.marker).map(|e| e.n)
+    }
+    /// The first `M105` in flight, the oldest line included.
+    pub fn first_marker_in_flight(&self) -> Option<u64> {
+        self.in_flight().find(|e| e.marker).map(|e| e.n)
+    }
+    /// An `M105` queued but not sent yet.
+    pub fn marker_unsent(&self) -> bool {
+        (self.send_next..self.next_n).any(|n| self.get(n).is_some_and(|e| e.marker))
+    }
+    pub fn marker_unacked(&self) -> bool {
+        (self.acked..self.next_n).any(|n| self.get(n).is_some_and(|e| e.marker))
     }
 
     /// Records that the next unsent line went out.
@@ -133,14 +172,23 @@ impl LineQueue {
     }
 
     /// The oldest in-flight line was executed.
-    pub fn ack_oldest(&mut self) -> Option<(u64, LineKind)> {
-        let (n, kind, len) = self.oldest_in_flight().map(|e| (e.n, e.kind, e.len()))?;
+    pub fn ack_oldest(&mut self) -> Option<AckedLine> {
+        let (acked, len) = self.oldest_in_flight().map(|e| {
+            (
+                AckedLine {
+                    n: e.n,
+                    kind: e.kind,
+                    cost: e.cost,
+                },
+                e.len(),
+            )
+        })?;
         self.acked += 1;
         self.in_flight_bytes = self.in_flight_bytes.saturating_sub(len);
         while self.acked.saturating_sub(self.first()) > HISTORY as u64 {
             self.entries.pop_front();
         }
-        Some((n, kind))
+        Some(acked)
     }
 
     /// Makes `k` the next line to send. Lines `[k, send_next)` leave the
@@ -200,16 +248,13 @@ impl LineQueue {
     }
 }
 
-/// Commands that can block the firmware for minutes (OctoPrint's list plus
-/// user waits); their `ok` gets the long time-out.
-fn is_long_command(cmd: &str) -> bool {
-    const LONG: [&str; 18] = [
-        "G4", "G28", "G29", "G30", "G32", "G33", "G34", "G35", "M0", "M1", "M109", "M190", "M191",
-        "M226", "M303", "M400", "M600", "M48",
-    ];
-    let word = cmd.split_ascii_whitespace().next().unwrap_or("");
+/// `M105` (temperature report): Marlin, Prusa-Firmware and Klipper answer it
+/// with `ok T:…`, an ok that says which line it belongs to.
+fn is_marker(cmd: &str) -> bool {
     // Case-insensitive without allocating: this runs for every line.
-    LONG.iter().any(|long| long.eq_ignore_ascii_case(word))
+    cmd.split_ascii_whitespace()
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case("M105"))
 }
 
 #[cfg(test)]
@@ -220,13 +265,20 @@ mod tests {
     fn window_accounting_and_history() {
         let mut q = LineQueue::new(1);
         for i in 0..100 {
-            q.push("G1 X1", LineKind::Job(i));
+            q.push("G1 X1", LineKind::Job(i), Cost::Move(0));
         }
         let len = q.get(1).unwrap().len();
         q.mark_sent();
         q.mark_sent();
         assert_eq!((q.in_flight_lines(), q.in_flight_bytes()), (2, 2 * len));
-        assert_eq!(q.ack_oldest(), Some((1, LineKind::Job(0))));
+        assert_eq!(
+            q.ack_oldest(),
+            Some(AckedLine {
+                n: 1,
+                kind: LineKind::Job(0),
+                cost: Cost::Move(0)
+            })
+        );
         assert_eq!(q.rewind(2), Some((1, len)));
         assert_eq!(
             (q.in_flight_lines(), q.in_flight_bytes(), q.send_next()),
@@ -244,22 +296,29 @@ mod tests {
     }
 
     #[test]
-    fn long_commands_are_recognised_in_any_case() {
-        assert!(is_long_command("G28"));
-        assert!(is_long_command("m109 S210"));
-        assert!(!is_long_command("G1 X1"));
-        assert!(!is_long_command("G280"));
+    fn markers_are_recognised_in_any_case() {
+        assert!(is_marker("M105"));
+        assert!(is_marker("m105 T0"));
+        assert!(!is_marker("M1050"));
+        let mut q = LineQueue::new(1);
+        q.push("G1 X1", LineKind::Job(0), Cost::Move(0));
+        q.push("M105", LineKind::Host, Cost::Instant);
+        q.mark_sent();
+        assert_eq!(q.marker_after_oldest(), None, "not sent yet");
+        assert!(q.marker_unacked());
+        q.mark_sent();
+        assert_eq!(q.marker_after_oldest(), Some(2));
     }
 
     #[test]
     fn drop_unsent_reuses_numbers() {
         let mut q = LineQueue::new(5);
-        q.push("G1 X1", LineKind::Job(0));
-        q.push("G1 X2", LineKind::Job(1));
+        q.push("G1 X1", LineKind::Job(0), Cost::Move(0));
+        q.push("G1 X2", LineKind::Job(1), Cost::Move(0));
         q.mark_sent();
         q.drop_unsent();
         assert_eq!(q.next_n_for_tests(), 6);
-        assert_eq!(q.push("M104 S0", LineKind::Host), 6);
+        assert_eq!(q.push("M104 S0", LineKind::Host, Cost::Instant), 6);
         assert!(q.get(6).unwrap().bytes().starts_with(b"N6 M104 S0*"));
         assert!(!q.long_in_flight());
     }

@@ -1,8 +1,12 @@
 //! Parser for one line of printer output. Total: every input maps to a
 //! [`Reply`]; unknown lines become [`Reply::Other`], never an error.
 //!
-//! Texts follow Marlin 2.x (`gcode/queue.cpp`), with the variants seen from
-//! Klipper (`!!`, `rs`) and virtual printers (`wait`).
+//! Texts follow Marlin 2.x (`Marlin/src/gcode/queue.cpp`), Prusa-Firmware
+//! (`Firmware/cmdqueue.cpp`), Repetier-Firmware (`Communication.cpp`:
+//! `Resend:`, `ok <n>`, `skip <n>`, `busy:`, `wait`) and Klipper
+//! (`klippy/gcode.py`: `!! ` errors, `// ` info lines, `ok` carrying the
+//! answer). Which of them a printer uses is never configured: the parser
+//! accepts every spelling.
 
 /// Temperatures from an `ok T:..`, an autoreport (`M155`) or a heating (`W:`) line.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -27,25 +31,38 @@ pub struct AdvancedOk {
     pub queue_free: Option<u32>,
 }
 
+/// One `ok` and what it carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OkReply<'a> {
+    pub temps: Temps,
+    pub advanced: Option<AdvancedOk>,
+    /// The line this ok is for, when the firmware says: ADVANCED_OK's `N`
+    /// or Repetier's `ok <n>` (`ACK_WITH_LINENUMBER`).
+    pub line: Option<u64>,
+    /// Everything after `ok` (Klipper answers `M115` here).
+    pub rest: &'a str,
+}
+
 /// What a printer error line means for the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// A line check failed (checksum, line number, missing checksum): a
-    /// `Resend:` follows (except for "No Line Number with checksum").
+    /// `Resend:` follows (except for Marlin's "No Line Number with checksum").
     LineCheck { last_line: Option<u64> },
-    /// The firmware stopped (`kill()`, thermal protection, `!!`): fatal.
+    /// The firmware stopped (`kill()`, thermal protection, Klipper shutdown): fatal.
     Fatal,
-    /// Anything else (`Error:Unknown command`, probing failed, …).
+    /// Anything else (`Error:Unknown command`, Klipper's `!! Must home axis
+    /// first`, …): reported, and the command still gets its `ok`.
     Other,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply<'a> {
-    Ok {
-        temps: Temps,
-        advanced: Option<AdvancedOk>,
-    },
+    Ok(OkReply<'a>),
     Resend(u64),
+    /// Repetier: `skip <n>`, the line was seen already (a duplicate, or
+    /// garbage after a resend request); an `ok` follows that belongs to it.
+    Skip(u64),
     Error {
         kind: ErrorKind,
         text: &'a str,
@@ -54,12 +71,16 @@ pub enum Reply<'a> {
     Wait,
     Start,
     Temps(Temps),
+    /// `//action:x` (Marlin, Prusa) or `// action:x` (Klipper, Repetier).
     Action(&'a str),
+    /// The `M115` report line (`FIRMWARE_NAME:...`).
     FirmwareName(&'a str),
     Capability {
         name: &'a str,
         enabled: bool,
     },
+    /// Klipper's informational `// ...` lines.
+    Info(&'a str),
     Echo(&'a str),
     Empty,
     Other(&'a str),
@@ -77,17 +98,18 @@ pub fn parse_reply(raw: &[u8]) -> Reply<'_> {
         return Reply::Empty;
     }
     if line == "ok" || line.starts_with("ok ") {
-        let rest = line.get(2..).unwrap_or("");
-        return Reply::Ok {
-            temps: parse_temps(rest),
-            advanced: parse_advanced_ok(rest),
-        };
+        return Reply::Ok(parse_ok(line.get(2..).unwrap_or("")));
     }
     if let Some(rest) = strip_prefix_ci(line, "resend:").or_else(|| line.strip_prefix("rs ")) {
         return match first_number(rest) {
             Some(n) => Reply::Resend(n),
             None => Reply::Other(line),
         };
+    }
+    if let Some(rest) = line.strip_prefix("skip ") {
+        if let Some(n) = first_number(rest) {
+            return Reply::Skip(n);
+        }
     }
     if let Some(rest) = strip_prefix_ci(line, "error:") {
         return Reply::Error {
@@ -96,10 +118,15 @@ pub fn parse_reply(raw: &[u8]) -> Reply<'_> {
         };
     }
     if let Some(rest) = line.strip_prefix("!!") {
-        return Reply::Error {
-            kind: ErrorKind::Fatal,
-            text: rest.trim(),
+        // klippy/gcode.py `_respond_error`: `!! ` then an `ok`; only a
+        // shutdown is fatal (its state line also says so, see `Info`).
+        let text = rest.trim();
+        let kind = if text.to_ascii_lowercase().contains("shutdown") {
+            ErrorKind::Fatal
+        } else {
+            ErrorKind::Other
         };
+        return Reply::Error { kind, text };
     }
     if line == "start" {
         return Reply::Start;
@@ -107,8 +134,25 @@ pub fn parse_reply(raw: &[u8]) -> Reply<'_> {
     if line == "wait" {
         return Reply::Wait;
     }
-    if let Some(rest) = line.strip_prefix("//action:") {
+    if let Some(rest) = line
+        .strip_prefix("//action:")
+        .or_else(|| line.strip_prefix("// action:"))
+    {
         return Reply::Action(rest.trim());
+    }
+    if line.starts_with("RequestPause:") {
+        // Repetier-Host protocol: the printer asks the host to pause.
+        return Reply::Action("pause");
+    }
+    if let Some(rest) = line.strip_prefix("//") {
+        let text = rest.trim();
+        if is_klipper_down(text) {
+            return Reply::Error {
+                kind: ErrorKind::Fatal,
+                text,
+            };
+        }
+        return Reply::Info(text);
     }
     if let Some(rest) = line
         .strip_prefix("echo:busy:")
@@ -134,10 +178,33 @@ pub fn parse_reply(raw: &[u8]) -> Reply<'_> {
             return Reply::Temps(temps);
         }
     }
-    if let Some(rest) = line.strip_prefix("echo:") {
+    if let Some(rest) = strip_prefix_ci(line, "echo:").or_else(|| line.strip_prefix("Info:")) {
         return Reply::Echo(rest.trim());
     }
     Reply::Other(line)
+}
+
+/// `// Klipper state: Shutdown` (or `Disconnect`): Klipper stopped
+/// (`klippy/gcode.py` `_respond_state`), the print cannot go on.
+fn is_klipper_down(text: &str) -> bool {
+    text.strip_prefix("Klipper state:")
+        .map(str::trim)
+        .is_some_and(|s| s == "Shutdown" || s == "Disconnect")
+}
+
+fn parse_ok(rest: &str) -> OkReply<'_> {
+    let advanced = parse_advanced_ok(rest);
+    // Repetier's ACK_WITH_LINENUMBER: `ok 123` (the whole rest is a number).
+    let bare = rest.trim();
+    let repetier = (!bare.is_empty() && bare.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| bare.parse().ok())
+        .flatten();
+    OkReply {
+        temps: parse_temps(rest),
+        advanced,
+        line: advanced.and_then(|a| a.line).or(repetier),
+        rest: bare,
+    }
 }
 
 fn trim(raw: &[u8]) -> &[u8] {
@@ -173,12 +240,13 @@ fn first_number(s: &str) -> Option<u64> {
 
 fn classify_error(rest: &str) -> ErrorKind {
     let lower = rest.to_ascii_lowercase();
-    const LINE_CHECKS: [&str; 5] = [
+    const LINE_CHECKS: [&str; 6] = [
         "line number is not last line number",
         "checksum mismatch",
         "no checksum with line number",
         "no line number with checksum",
         "missing checksum",
+        "wrong checksum",
     ];
     if LINE_CHECKS.iter().any(|p| lower.contains(p)) || lower.contains("expected line") {
         let last_line = lower
@@ -252,137 +320,20 @@ fn set_target(temps: &mut Temps, key: Option<&str>, value: Option<f32>) {
 
 fn parse_advanced_ok(rest: &str) -> Option<AdvancedOk> {
     let mut adv = AdvancedOk::default();
-    let mut any = false;
     for token in rest.split_ascii_whitespace() {
-        let (key, value) = token.split_at_checked(1)?;
+        let Some((key, value)) = token.split_at_checked(1) else {
+            continue;
+        };
         match key {
             "N" => adv.line = value.parse().ok(),
             "P" => adv.planner_free = value.parse().ok(),
             "B" if !value.starts_with(':') => adv.queue_free = value.parse().ok(),
-            _ => continue,
+            _ => {}
         }
-        any = true;
     }
-    (any && adv.queue_free.is_some()).then_some(adv)
+    adv.queue_free.is_some().then_some(adv)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ok_variants() {
-        assert_eq!(
-            parse_reply(b"ok\r"),
-            Reply::Ok {
-                temps: Temps::default(),
-                advanced: None
-            }
-        );
-        let Reply::Ok { temps, advanced } =
-            parse_reply(b"ok T:210.00 /210.00 B:60.00 /60.00 @:127 B@:0")
-        else {
-            panic!("not ok")
-        };
-        assert_eq!(temps.nozzle, Some(210.0));
-        assert_eq!(temps.bed_target, Some(60.0));
-        assert_eq!(advanced, None);
-        let Reply::Ok { advanced, .. } = parse_reply(b"ok N12 P15 B3") else {
-            panic!("not ok")
-        };
-        assert_eq!(
-            advanced,
-            Some(AdvancedOk {
-                line: Some(12),
-                planner_free: Some(15),
-                queue_free: Some(3)
-            })
-        );
-    }
-
-    #[test]
-    fn resend_spellings() {
-        assert_eq!(parse_reply(b"Resend: 42"), Reply::Resend(42));
-        assert_eq!(parse_reply(b"Resend:42"), Reply::Resend(42));
-        assert_eq!(parse_reply(b"rs 7"), Reply::Resend(7));
-        assert_eq!(parse_reply(b"resend: N9"), Reply::Resend(9));
-    }
-
-    #[test]
-    fn marlin_error_texts() {
-        let cases: [(&[u8], ErrorKind); 8] = [
-            (
-                b"Error:Line Number is not Last Line Number+1, Last Line: 41",
-                ErrorKind::LineCheck {
-                    last_line: Some(41),
-                },
-            ),
-            (
-                b"Error:checksum mismatch, Last Line: 7",
-                ErrorKind::LineCheck { last_line: Some(7) },
-            ),
-            (
-                b"Error:No Checksum with line number, Last Line: 3",
-                ErrorKind::LineCheck { last_line: Some(3) },
-            ),
-            (
-                b"Error:No Line Number with checksum, Last Line: 3",
-                ErrorKind::LineCheck { last_line: Some(3) },
-            ),
-            (
-                b"Error: Missing checksum",
-                ErrorKind::LineCheck { last_line: None },
-            ),
-            (b"Error:Printer halted. kill() called!", ErrorKind::Fatal),
-            (b"Error:MINTEMP triggered", ErrorKind::Fatal),
-            (b"Error:Unknown command", ErrorKind::Other),
-        ];
-        for (line, kind) in cases {
-            match parse_reply(line) {
-                Reply::Error { kind: k, .. } => {
-                    assert_eq!(k, kind, "{}", String::from_utf8_lossy(line))
-                }
-                other => panic!("{other:?}"),
-            }
-        }
-        assert!(matches!(
-            parse_reply(b"!! Shutdown due to webhooks request"),
-            Reply::Error {
-                kind: ErrorKind::Fatal,
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn informational_lines() {
-        assert_eq!(parse_reply(b"start"), Reply::Start);
-        assert_eq!(parse_reply(b"wait"), Reply::Wait);
-        assert_eq!(
-            parse_reply(b"echo:busy: processing"),
-            Reply::Busy("processing")
-        );
-        assert_eq!(parse_reply(b"//action:pause"), Reply::Action("pause"));
-        assert_eq!(
-            parse_reply(b"Cap:AUTOREPORT_TEMP:1"),
-            Reply::Capability {
-                name: "AUTOREPORT_TEMP",
-                enabled: true
-            }
-        );
-        assert_eq!(parse_reply(b"echo:SD card ok"), Reply::Echo("SD card ok"));
-        assert_eq!(parse_reply(b"\xff\xfe garbage"), Reply::Other(""));
-        assert_eq!(parse_reply(b""), Reply::Empty);
-        let Reply::Temps(t) = parse_reply(b" T:190.2 /210.0 B:59.1 /60.0 @:127 B@:0 W:?") else {
-            panic!()
-        };
-        assert_eq!((t.nozzle, t.nozzle_target), (Some(190.2), Some(210.0)));
-        let Reply::Temps(t) = parse_reply(b"T:20.5/0.0 B:21/0") else {
-            panic!()
-        };
-        assert_eq!(
-            (t.nozzle, t.nozzle_target, t.bed),
-            (Some(20.5), Some(0.0), Some(21.0))
-        );
-    }
-}
+#[path = "reply_tests.rs"]
+mod tests;

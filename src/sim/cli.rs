@@ -1,34 +1,55 @@
-//! `printgate sim`: runs one virtual Marlin printer until SIGINT/SIGTERM and
+//! `printgate sim`: runs one virtual printer until SIGINT/SIGTERM and
 //! prints its counters as one line at exit.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::{SimConfig, SimStats};
+use super::{Firmware, Identity, SimConfig, SimStats};
 
-/// Run a virtual Marlin printer on a pseudo-terminal (for tests and demos).
+/// Run a virtual printer on a pseudo-terminal (for tests and demos).
 #[derive(Debug, clap::Args)]
 pub struct SimArgs {
     /// Symlink to create, pointing at the pty slave (the "serial port").
     #[arg(long)]
     pub link: PathBuf,
+    /// The firmware to be: marlin, marlin-advanced, prusa-mk3, prusa-buddy,
+    /// creality, repetier, reprap, klipper.
+    #[arg(long, default_value = "marlin")]
+    pub firmware: Firmware,
     /// Wire speed (8N1: baud/10 bytes/s each way); 0 = unpaced.
     #[arg(long, default_value_t = SimConfig::default().baud)]
     pub baud: u32,
-    /// Serial RX buffer in bytes (Marlin RX_BUFFER_SIZE).
-    #[arg(long, default_value_t = SimConfig::default().rx_buffer)]
-    pub rx_buffer: usize,
-    /// Command queue lines (Marlin BUFSIZE).
-    #[arg(long, default_value_t = SimConfig::default().slots)]
-    pub slots: usize,
+    /// Serial RX buffer in bytes (default: the firmware's).
+    #[arg(long)]
+    pub rx_buffer: Option<usize>,
+    /// Command queue lines (default: the firmware's BUFSIZE).
+    #[arg(long)]
+    pub slots: Option<usize>,
     /// Answer `ok N<n> P<planner> B<queue>` (ADVANCED_OK).
     #[arg(long)]
     pub advanced_ok: bool,
-    /// Do not send `ok` after `Resend:`.
+    /// Send `ok` after `Resend:` (Marlin 1.x style), whatever the firmware.
+    #[arg(long, conflicts_with = "no_resend_ok")]
+    pub resend_ok: bool,
+    /// Do not send `ok` after `Resend:` (Marlin 2.x style).
     #[arg(long)]
     pub no_resend_ok: bool,
+    /// The UUID `M115` reports (to swap identities).
+    #[arg(long)]
+    pub uuid: Option<String>,
+    /// The MACHINE_TYPE `M115` reports.
+    #[arg(long)]
+    pub machine_type: Option<String>,
+    /// The filament runs out after this many executed commands.
+    #[arg(long, value_parser = at_least_one)]
+    pub runout_after: Option<u64>,
+    /// A person at the printer acts this many seconds (simulated) after a
+    /// pause began: presses the knob (Prusa), resumes (Klipper, Repetier).
+    #[arg(long)]
+    pub person_after_s: Option<f64>,
     /// Probability (0..=1) that a received line gets one byte flipped.
     #[arg(long, default_value_t = 0.0, value_parser = probability)]
     pub corrupt: f64,
@@ -55,12 +76,17 @@ pub struct SimArgs {
 impl SimArgs {
     /// The simulator configuration these arguments describe.
     pub fn config(&self) -> SimConfig {
+        let base = SimConfig::for_firmware(self.firmware);
         SimConfig {
+            identity: Identity {
+                uuid: self.uuid.clone(),
+                machine_type: self.machine_type.clone(),
+            },
             baud: self.baud,
-            rx_buffer: self.rx_buffer,
-            slots: self.slots,
-            advanced_ok: self.advanced_ok,
-            resend_ok: !self.no_resend_ok,
+            rx_buffer: self.rx_buffer.unwrap_or(base.rx_buffer),
+            slots: self.slots.unwrap_or(base.slots),
+            advanced_ok: self.advanced_ok || base.advanced_ok,
+            resend_ok: (base.resend_ok || self.resend_ok) && !self.no_resend_ok,
             corrupt: self.corrupt,
             drop_ok: self.drop_ok,
             reset_after: self.reset_after,
@@ -68,6 +94,12 @@ impl SimArgs {
             motion_time_scale: self.motion_time_scale,
             heat_time_scale: self.heat_time_scale,
             seed: self.seed,
+            runout_after: self.runout_after,
+            person_after: self
+                .person_after_s
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(Duration::from_secs_f64),
+            ..base
         }
     }
 }
@@ -111,7 +143,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     let sim = super::spawn(&args.link, cfg)
         .with_context(|| format!("cannot start simulator at {}", args.link.display()))?;
     log::info!(
-        "sim: virtual Marlin at {} (Ctrl-C to stop)",
+        "sim: virtual {} printer at {} (Ctrl-C to stop)",
+        args.firmware,
         sim.link().display()
     );
     let waited = runtime.block_on(wait_for_signal());
@@ -168,6 +201,27 @@ mod tests {
             (250_000, true, false, 0.1, Some(5))
         );
         assert_eq!(cfg.rx_buffer, 128);
+        let w = Wrap::try_parse_from([
+            "x",
+            "--link",
+            "/tmp/p",
+            "--firmware",
+            "prusa-mk3",
+            "--uuid",
+            "u-1",
+            "--runout-after",
+            "100",
+            "--person-after-s",
+            "90",
+        ])
+        .unwrap();
+        let cfg = w.args.config();
+        assert_eq!(cfg.firmware, Firmware::PrusaMk3);
+        assert!(cfg.resend_ok, "Prusa sends ok after Resend");
+        assert_eq!(cfg.identity.uuid.as_deref(), Some("u-1"));
+        assert_eq!(cfg.runout_after, Some(100));
+        assert_eq!(cfg.person_after, Some(Duration::from_secs(90)));
+        assert!(Wrap::try_parse_from(["x", "--link", "/p", "--firmware", "nope"]).is_err());
         for bad in [
             ["--corrupt", "1.5"],
             ["--drop-ok", "x"],

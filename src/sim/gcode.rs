@@ -249,6 +249,8 @@ pub(crate) enum Emergency {
     M108,
     /// `M112`: kill.
     M112,
+    /// `M876 S<n>`: the answer to a host prompt.
+    M876(u32),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -260,15 +262,21 @@ enum EpState {
     M1,
     M10,
     M11,
+    M8,
+    M87,
+    M876,
+    M876S,
     Found(Emergency),
     Ignore,
 }
 
-/// Marlin's EMERGENCY_PARSER: watches every received byte (even bytes the
-/// full RX buffer drops) for `[N<n> ]M108` / `M112` and acts at end of line.
+/// Marlin's EMERGENCY_PARSER (`feature/e_parser.h`): watches every received
+/// byte (even bytes the full RX buffer drops) for `[N<n> ]M108`, `M112` and
+/// `M876 S<n>`, and acts at end of line.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct EmergencyParser {
     state: EpState,
+    value: u32,
 }
 
 impl EmergencyParser {
@@ -282,6 +290,25 @@ impl EmergencyParser {
             (EpState::N, b'0'..=b'9' | b'-' | b' ') => EpState::N,
             (EpState::M, b' ') => EpState::M,
             (EpState::M, b'1') => EpState::M1,
+            (EpState::M, b'8') => EpState::M8,
+            (EpState::M8, b'7') => EpState::M87,
+            (EpState::M87, b'6') => EpState::M876,
+            (EpState::M876, b' ') => EpState::M876,
+            (EpState::M876, b'S') => {
+                self.value = 0;
+                EpState::M876S
+            }
+            (EpState::M876S, b'0'..=b'9') => {
+                self.value = self
+                    .value
+                    .saturating_mul(10)
+                    .saturating_add(u32::from(c - b'0'));
+                EpState::M876S
+            }
+            (EpState::M876S, _) if eol => {
+                self.state = EpState::Reset;
+                return Some(Emergency::M876(self.value));
+            }
             (EpState::M1, b'0') => EpState::M10,
             (EpState::M1, b'1') => EpState::M11,
             (EpState::M10, b'8') => EpState::Found(Emergency::M108),
@@ -391,5 +418,7 @@ mod tests {
         assert_eq!(run("M108\r"), vec![Emergency::M108]);
         assert_eq!(run("G1 M112\nM1120\n"), vec![Emergency::M112]);
         assert_eq!(run("M11\nM105\n"), vec![]);
+        assert_eq!(run("M876 S1\nN7 M876 S12*9\n"), vec![Emergency::M876(1)]);
+        assert_eq!(run("M876 S3\n"), vec![Emergency::M876(3)]);
     }
 }

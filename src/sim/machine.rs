@@ -38,8 +38,6 @@ const LEVELING: f64 = 60.0;
 const BUSY_EVERY: Duration = Duration::from_secs(2);
 const TEMP_EVERY: Duration = Duration::from_secs(1);
 
-const UUID: &str = "cede2a2f-41a2-4748-9b12-c55c62f367ff";
-
 #[derive(Debug, Clone, Copy)]
 enum Wait {
     /// Dwell or homing in progress.
@@ -68,19 +66,25 @@ pub(crate) struct Machine {
     pub motion: Motion,
     autoreport: Option<(Duration, Instant)>,
     job: Option<Job>,
-    advanced_ok: bool,
+    /// `busy:` keep-alive prefix, `None` where the firmware sends none.
+    busy_prefix: Option<&'static str>,
     motion_scale: f64,
     heat_scale: f64,
 }
 
 impl Machine {
-    pub(crate) fn new(now: Instant, motion_scale: f64, heat_scale: f64, advanced_ok: bool) -> Self {
+    pub(crate) fn new(
+        now: Instant,
+        motion_scale: f64,
+        heat_scale: f64,
+        busy_prefix: Option<&'static str>,
+    ) -> Self {
         Machine {
             thermal: Thermal::new(now, heat_scale),
             motion: Motion::new(motion_scale),
             autoreport: None,
             job: None,
-            advanced_ok,
+            busy_prefix,
             motion_scale,
             heat_scale,
         }
@@ -158,10 +162,6 @@ impl Machine {
                 out.line(now, &self.motion.report());
                 done
             }
-            (b'M', 115) => {
-                self.firmware_info(now, out);
-                done
-            }
             (b'M', 118) => {
                 out.line(now, String::from_utf8_lossy(cmd.args).trim());
                 done
@@ -237,7 +237,8 @@ impl Machine {
             Wait::Room(_) => self.motion.next_slot_at(),
             Wait::Heat { done, .. } => done,
         };
-        [auto, wait, Some(job.busy_next), job.temp_next]
+        let busy = self.busy_prefix.map(|_| job.busy_next);
+        [auto, wait, busy, job.temp_next]
             .into_iter()
             .flatten()
             .min()
@@ -266,7 +267,9 @@ impl Machine {
             }
         }
         if job.busy_next <= now {
-            out.line(now, "echo:busy: processing");
+            if let Some(prefix) = self.busy_prefix {
+                out.line(now, &format!("{prefix}processing"));
+            }
             job.busy_next = now + BUSY_EVERY;
         }
         loop {
@@ -288,33 +291,6 @@ impl Machine {
         }
         self.job = None;
         Some(Reply::Ok)
-    }
-
-    fn firmware_info(&self, now: Instant, out: &mut WireOut) {
-        out.line(
-            now,
-            &format!(
-                "FIRMWARE_NAME:Marlin 2.1.2.4 (printgate sim) SOURCE_CODE_URL:github.com/MarlinFirmware/Marlin \
-                 PROTOCOL_VERSION:1.0 MACHINE_TYPE:printgate-sim EXTRUDER_COUNT:1 UUID:{UUID}"
-            ),
-        );
-        let caps: [(&str, bool); 12] = [
-            ("SERIAL_XON_XOFF", false),
-            ("BINARY_FILE_TRANSFER", false),
-            ("EEPROM", false),
-            ("VOLUMETRIC", true),
-            ("AUTOREPORT_POS", false),
-            ("AUTOREPORT_TEMP", true),
-            ("PROGRESS", false),
-            ("PRINT_JOB", true),
-            ("EMERGENCY_PARSER", true),
-            ("HOST_ACTION_COMMANDS", false),
-            ("THERMAL_PROTECTION", true),
-            ("ADVANCED_OK", self.advanced_ok),
-        ];
-        for (name, on) in caps {
-            out.line(now, &format!("Cap:{name}:{}", u8::from(on)));
-        }
     }
 }
 

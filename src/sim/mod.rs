@@ -22,8 +22,10 @@
 //! - `cli`: `printgate sim`.
 //!
 //! Fault knobs (like rustls's `transfer_altered`): `corrupt` flips one byte of
-//! a received line before the checks, `drop_ok` loses an executed command's
-//! `ok`, `reset_after` reboots the board once mid-stream, and `received_log`
+//! a received line before the checks (after the emergency parser saw its
+//! bytes: out-of-band `M112`/`M108`/`M876` arrive intact, while a corrupted
+//! unnumbered line runs as received, as it would on a real board), `drop_ok`
+//! loses an executed command's `ok` (Repetier: its receipt `ok`), `reset_after` reboots the board once mid-stream, and `received_log`
 //! records every executed command so a test can compare it with the file.
 //!
 //! Marlin details a host will meet here, as in stock Marlin 2.x:
@@ -44,12 +46,16 @@
 //!   not be seen as a new open (no reset).
 
 pub mod cli;
+mod commands;
 mod faults;
 mod gcode;
+mod intake;
 mod link;
 mod machine;
 mod marlin;
 mod motion;
+mod pause;
+pub mod profile;
 mod pty;
 mod thermal;
 mod wire;
@@ -61,11 +67,20 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-/// The simulated board. `Default` is a stock Marlin (128-byte RX buffer,
-/// BUFSIZE 4), unpaced, instant motion and heating, no faults.
+pub use profile::{Firmware, Identity};
+
+/// The simulated board. `Default` is a stock Marlin 2.1 (128-byte RX
+/// buffer, BUFSIZE 4, no `ok` after `Resend:`), unpaced, instant motion and
+/// heating, no faults; [`SimConfig::for_firmware`] gives another firmware
+/// with its own buffers and resend style.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimConfig {
+    /// Which firmware's dialect and behaviour (see `profile.rs`).
+    pub firmware: Firmware,
+    /// What `M115` says about the machine (to swap identities).
+    pub identity: Identity,
     /// Wire speed, 8N1 (baud/10 bytes/s each way); 0 = as fast as the pty goes.
     pub baud: u32,
     /// Serial RX buffer (Marlin RX_BUFFER_SIZE); bytes arriving when full are lost.
@@ -90,16 +105,31 @@ pub struct SimConfig {
     pub heat_time_scale: f64,
     /// Seed of the fault generator.
     pub seed: u64,
+    /// The filament runs out after this many executed commands.
+    pub runout_after: Option<u64>,
+    /// A person at the printer acts this long after a pause began
+    /// (Prusa's knob, Klipper's and Repetier's resume); `None`: nobody.
+    pub person_after: Option<Duration>,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
+        SimConfig::for_firmware(Firmware::Marlin)
+    }
+}
+
+impl SimConfig {
+    /// A firmware with its own buffers, `ADVANCED_OK` and resend style.
+    pub fn for_firmware(firmware: Firmware) -> Self {
+        let p = profile::Profile::of(firmware);
         SimConfig {
+            firmware,
+            identity: Identity::default(),
             baud: 0,
-            rx_buffer: 128,
-            slots: 4,
-            advanced_ok: false,
-            resend_ok: true,
+            rx_buffer: p.rx_buffer,
+            slots: p.slots,
+            advanced_ok: p.advanced_ok,
+            resend_ok: p.ok_after_resend,
             corrupt: 0.0,
             drop_ok: 0.0,
             reset_after: None,
@@ -107,11 +137,11 @@ impl Default for SimConfig {
             motion_time_scale: 0.0,
             heat_time_scale: 0.0,
             seed: 1,
+            runout_after: None,
+            person_after: None,
         }
     }
-}
 
-impl SimConfig {
     /// Checks the knobs; the message names the bad one.
     pub fn validate(&self) -> Result<(), String> {
         if self.rx_buffer == 0 {
@@ -159,6 +189,11 @@ pub struct SimStats {
     pub dropped_rx_bytes: u64,
     /// Board resets (every host open, plus `reset_after`).
     pub resets: u64,
+    /// Filament runouts (`runout_after`).
+    pub runouts: u64,
+    /// When the driver last read `M112` from the host (for latency
+    /// measurements in the same process).
+    pub m112_read_at: Option<Instant>,
     /// Times a host opened the port.
     pub opens: u64,
     /// Bytes read from the host.
@@ -172,7 +207,7 @@ impl fmt::Display for SimStats {
         write!(
             f,
             "executed={} errors={} resends={} corrupted={} dropped_oks={} dropped_rx_bytes={} \
-             resets={} opens={} bytes_in={} bytes_out={}",
+             resets={} runouts={} opens={} bytes_in={} bytes_out={}",
             self.executed,
             self.errors,
             self.resends,
@@ -180,6 +215,7 @@ impl fmt::Display for SimStats {
             self.dropped_oks,
             self.dropped_rx_bytes,
             self.resets,
+            self.runouts,
             self.opens,
             self.bytes_in,
             self.bytes_out
@@ -216,6 +252,7 @@ pub enum SimError {
 pub struct SimHandle {
     link: PathBuf,
     stats: Arc<Mutex<SimStats>>,
+    dropped: Arc<Mutex<Vec<(i64, Instant)>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<SimStats>>,
 }
@@ -229,6 +266,12 @@ impl SimHandle {
     /// The counters so far.
     pub fn stats(&self) -> SimStats {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The line number and time of every `ok` the `drop_ok` fault withheld
+    /// so far (-1: an unnumbered command).
+    pub fn dropped_oks(&self) -> Vec<(i64, Instant)> {
+        self.dropped.lock().map(|d| d.clone()).unwrap_or_default()
     }
 
     /// Stops the simulator: flushes the received log, removes the symlink,
@@ -267,6 +310,7 @@ pub fn spawn(link: &Path, cfg: SimConfig) -> Result<SimHandle, SimError> {
         None => None,
     };
     let stats = Arc::new(Mutex::new(SimStats::default()));
+    let dropped = Arc::new(Mutex::new(Vec::new()));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let name = link
@@ -277,6 +321,7 @@ pub fn spawn(link: &Path, cfg: SimConfig) -> Result<SimHandle, SimError> {
         cfg,
         log,
         stats: Arc::clone(&stats),
+        dropped: Arc::clone(&dropped),
         stop: stop_rx,
     };
     let thread = std::thread::Builder::new()
@@ -287,6 +332,7 @@ pub fn spawn(link: &Path, cfg: SimConfig) -> Result<SimHandle, SimError> {
     let handle = SimHandle {
         link: link.to_path_buf(),
         stats,
+        dropped,
         stop: Some(stop_tx),
         thread: Some(thread),
     };

@@ -53,6 +53,7 @@ pub(super) struct DriverArgs {
     pub cfg: SimConfig,
     pub log: Option<File>,
     pub stats: Arc<Mutex<SimStats>>,
+    pub dropped: Arc<Mutex<Vec<(i64, Instant)>>>,
     pub stop: oneshot::Receiver<()>,
 }
 
@@ -75,6 +76,7 @@ pub(super) fn run_thread(args: DriverArgs, ready: mpsc::Sender<Result<(), SimErr
         cfg,
         log,
         stats,
+        dropped,
         stop,
     } = args;
     let (master, _link_guard) = match open_pty(&link) {
@@ -95,6 +97,7 @@ pub(super) fn run_thread(args: DriverArgs, ready: mpsc::Sender<Result<(), SimErr
             log_buf: Vec::new(),
             log_dirty: false,
             shared: stats,
+            dropped,
             link,
         };
         driver.run(stop).await;
@@ -148,6 +151,7 @@ struct Driver {
     log_buf: Vec<u8>,
     log_dirty: bool,
     shared: Arc<Mutex<SimStats>>,
+    dropped: Arc<Mutex<Vec<(i64, Instant)>>>,
     link: PathBuf,
 }
 
@@ -289,6 +293,9 @@ impl Driver {
         }
         if let Ok(mut shared) = self.shared.lock() {
             shared.clone_from(self.model.stats());
+        }
+        if let Ok(mut dropped) = self.dropped.lock() {
+            self.model.poll_dropped_oks(&mut dropped);
         }
     }
 

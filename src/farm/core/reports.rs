@@ -46,7 +46,7 @@ impl FarmCore {
                     }
                 }
             }
-            ReportKind::Paused { job_id } => self.on_pause(&id, &job_id, true),
+            ReportKind::Paused { job_id, .. } => self.on_pause(&id, &job_id, true),
             ReportKind::Resumed { job_id } => self.on_pause(&id, &job_id, false),
             ReportKind::JobFinished {
                 job_id,
@@ -74,6 +74,17 @@ impl FarmCore {
                 Some(job) => self.on_start_refused(&id, &job, &reason),
                 None => warn!("printer {id}: {reason}"),
             },
+            ReportKind::Prompt { text, choices } => self.on_prompt(&id, Some((text, choices))),
+            ReportKind::PromptClosed => self.on_prompt(&id, None),
+            ReportKind::EmergencyStop { sent } => {
+                let text = if sent {
+                    "M112 sent: the printer halted and needs a reset"
+                } else {
+                    "port offline: M112 goes out first thing when it is back"
+                };
+                let item = self.msgs.event(&id, "emergency_stop", None, Some(text));
+                self.announce(item);
+            }
             ReportKind::Stopped => {}
         }
     }
@@ -415,5 +426,22 @@ impl FarmCore {
         })
         .out(self.msgs.event(id, kind, job.as_deref(), message))
         .out(self.progress_item(id));
+    }
+}
+
+impl FarmCore {
+    /// The printer opened (`Some`) or closed (`None`) a prompt for a person.
+    fn on_prompt(&mut self, id: &str, prompt: Option<(String, Vec<String>)>) {
+        let text = match &prompt {
+            Some((text, choices)) => format!("{text} [{}]", choices.join(" | ")),
+            None => "closed".to_owned(),
+        };
+        let item = self.msgs.event(
+            id,
+            "prompt",
+            self.printers.get(id).and_then(|p| p.held_job()),
+            Some(&text),
+        );
+        self.announce(item);
     }
 }

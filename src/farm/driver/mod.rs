@@ -16,7 +16,7 @@ use super::core::{AckId, Effect, FarmCore, Input, PersistError, ReplyId};
 use super::FarmInput;
 use crate::control::Response;
 use crate::mqtt::link::AckToken;
-use crate::printer::{PrinterCommand, PrinterReport, ReportKind};
+use crate::printer::{PrinterCommand, PrinterHandle, PrinterReport, ReportKind};
 use crate::source::QueueClient;
 use crate::store::{Store, StoreError};
 use log::{debug, error, info, warn};
@@ -35,15 +35,15 @@ const STOP_WAIT: Duration = Duration::from_secs(10);
 
 /// One printer task as the driver reaches it.
 pub struct PrinterLink {
-    pub commands: mpsc::Sender<PrinterCommand>,
+    handle: PrinterHandle,
     backlog: VecDeque<PrinterCommand>,
     gone: bool,
 }
 
 impl PrinterLink {
-    pub fn new(commands: mpsc::Sender<PrinterCommand>) -> Self {
+    pub fn new(handle: PrinterHandle) -> Self {
         PrinterLink {
-            commands,
+            handle,
             backlog: VecDeque::new(),
             gone: false,
         }
@@ -233,6 +233,13 @@ impl Driver {
         if link.gone {
             return;
         }
+        // An emergency stop never waits behind queued commands.
+        if matches!(cmd, PrinterCommand::EmergencyStop) {
+            if link.handle.emergency_stop().is_err() {
+                self.task_gone(printer.to_owned());
+            }
+            return;
+        }
         link.backlog.push_back(cmd);
         self.flush_backlogs().await;
     }
@@ -241,7 +248,7 @@ impl Driver {
         let mut gone = Vec::new();
         for (id, link) in &mut self.p.printers {
             while let Some(cmd) = link.backlog.pop_front() {
-                match link.commands.try_send(cmd) {
+                match link.handle.try_send(cmd) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(cmd)) => {
                         link.backlog.push_front(cmd);
@@ -256,10 +263,19 @@ impl Driver {
             }
         }
         for printer in gone {
-            error!("printer {printer}: its task is gone");
-            self.core
-                .handle(now(), SystemTime::now(), Input::PrinterGone { printer });
+            self.task_gone(printer);
         }
+    }
+
+    /// A printer task ended (a bug, or shutdown): the core stops using it.
+    fn task_gone(&mut self, printer: String) {
+        if let Some(link) = self.p.printers.get_mut(&printer) {
+            link.gone = true;
+            link.backlog.clear();
+        }
+        error!("printer {printer}: its task is gone");
+        self.core
+            .handle(now(), SystemTime::now(), Input::PrinterGone { printer });
     }
 
     /// Pings systemd's watchdog from the farm loop itself, once the store

@@ -4,7 +4,9 @@
 //! printer task (reports never lost, a cancel drops a held-back start), so
 //! the simulation tests the farm's decisions, not the serial protocol.
 
-use crate::printer::{JobOutcome, JobProgress, PrinterCommand, PrinterReport, ReportKind};
+use crate::printer::{
+    JobOutcome, JobProgress, PausedBy, PrinterCommand, PrinterReport, ReportKind,
+};
 use crate::protocol::{Firmware, Stats};
 use std::collections::VecDeque;
 
@@ -79,6 +81,7 @@ impl PrinterModel {
         JobProgress {
             lines_done: s.done,
             lines_total: s.total,
+            lines_sent: s.done,
             percent: s.done as f64 * 100.0 / s.total.max(1) as f64,
         }
     }
@@ -163,6 +166,10 @@ impl PrinterModel {
 
     fn command(&mut self, cmd: PrinterCommand) {
         match cmd {
+            PrinterCommand::PromptAnswer { choice } => self.report(ReportKind::Rejected {
+                reason: format!("prompt answer {choice}: no prompt is open"),
+                job_id: None,
+            }),
             PrinterCommand::StartJob {
                 job_id,
                 summary,
@@ -192,7 +199,11 @@ impl PrinterModel {
                     s.paused = pause;
                     let job_id = s.job.clone();
                     self.report(if pause {
-                        ReportKind::Paused { job_id }
+                        ReportKind::Paused {
+                            job_id,
+                            by: PausedBy::Farm,
+                            reason: None,
+                        }
                     } else {
                         ReportKind::Resumed { job_id }
                     });
@@ -229,11 +240,7 @@ impl PrinterModel {
             self.report(ReportKind::JobFinished {
                 job_id: job,
                 outcome: JobOutcome::Cancelled,
-                progress: JobProgress {
-                    lines_done: 0,
-                    lines_total: total,
-                    percent: 0.0,
-                },
+                progress: JobProgress::none(total),
                 stats: Stats::default(),
             });
         }
@@ -250,11 +257,7 @@ impl PrinterModel {
             self.report(ReportKind::JobFinished {
                 job_id: job,
                 outcome: JobOutcome::Failed("serial port disconnected".into()),
-                progress: JobProgress {
-                    lines_done: 0,
-                    lines_total: total,
-                    percent: 0.0,
-                },
+                progress: JobProgress::none(total),
                 stats: Stats::default(),
             });
         }

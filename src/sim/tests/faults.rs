@@ -1,14 +1,14 @@
 //! The fault knobs: reset_after, drop_ok, corruption, and the oracle
 //! property under all of them.
 
-use super::{framed, ms, Harness, BANNER};
+use super::{framed, marlin_1, ms, Harness, BANNER};
 use crate::sim::SimConfig;
 
 #[test]
 fn reset_after_reboots_once_mid_stream() {
     let mut h = Harness::new(SimConfig {
         reset_after: Some(2),
-        ..SimConfig::default()
+        ..marlin_1()
     });
     h.send(&format!(
         "{}{}{}",
@@ -37,7 +37,7 @@ fn drop_ok_loses_the_ok_but_runs_the_command() {
     let cfg = SimConfig {
         drop_ok: 1.0,
         received_log: Some("/dev/null".into()),
-        ..SimConfig::default()
+        ..marlin_1()
     };
     let mut h = Harness::new(cfg);
     h.send(&framed(1, "M104 S200"));
@@ -77,14 +77,22 @@ fn corruption_is_always_caught_on_numbered_lines() {
 /// The oracle property the host's tests rely on: a simple correct host (one
 /// line in flight, resend on `Resend:`, resend the same line after a
 /// silence) gets every line executed exactly once and in order, through
-/// corruption and lost `ok`s.
+/// corruption and lost `ok`s, with both resend styles (Marlin 1.1 follows
+/// `Resend:` with `ok`, Marlin 2 does not).
 #[test]
 fn a_correct_host_gets_each_line_executed_once_through_faults() {
+    for resend_ok in [true, false] {
+        correct_host_through_faults(resend_ok);
+    }
+}
+
+fn correct_host_through_faults(resend_ok: bool) {
     let cfg = SimConfig {
         corrupt: 0.05,
         drop_ok: 0.05,
         received_log: Some("/dev/null".into()),
         seed: 7,
+        resend_ok,
         ..SimConfig::default()
     };
     let mut h = Harness::new(cfg);
@@ -109,7 +117,15 @@ fn a_correct_host_gets_each_line_executed_once_through_faults() {
         pending = rest.to_string();
         for line in complete.lines() {
             if let Some(r) = line.strip_prefix("Resend: ") {
-                resend_to = Some(r.parse::<usize>().unwrap());
+                let r = r.parse::<usize>().unwrap();
+                if resend_ok {
+                    resend_to = Some(r);
+                } else {
+                    next = r;
+                    if next <= commands.len() {
+                        h.send(&framed(next as i64, &commands[next - 1]));
+                    }
+                }
             } else if line == "ok" {
                 next = resend_to.take().unwrap_or(next + 1);
                 if next <= commands.len() {
@@ -121,7 +137,10 @@ fn a_correct_host_gets_each_line_executed_once_through_faults() {
     }
     log += &h.log();
     let expected: String = commands.iter().map(|c| format!("{c}\n")).collect();
-    assert!(log == expected, "log differs from the file");
+    assert!(
+        log == expected,
+        "log differs from the file (resend_ok {resend_ok})"
+    );
     let s = h.stats();
     assert!(
         s.corrupted > 50 && s.dropped_oks > 50 && s.resends > 50,

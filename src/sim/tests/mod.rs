@@ -5,6 +5,7 @@
 
 mod faults;
 mod firmware;
+mod with_host;
 
 use std::time::{Duration, Instant};
 
@@ -83,6 +84,14 @@ pub(super) fn framed(n: i64, cmd: &str) -> String {
     format!("{body}*{}\n", xor_checksum(body.as_bytes()))
 }
 
+/// Marlin 1.1: `Resend:` is followed by `ok` (FlushSerialRequestResend).
+pub(super) fn marlin_1() -> SimConfig {
+    SimConfig {
+        resend_ok: true,
+        ..SimConfig::default()
+    }
+}
+
 pub(super) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -113,7 +122,7 @@ fn checksum_vectors_are_accepted() {
 
 #[test]
 fn each_line_error_has_its_text_resend_and_ok() {
-    let mut h = Harness::new(SimConfig::default());
+    let mut h = Harness::new(marlin_1());
     h.send("N1 M115*38\n");
     assert_eq!(
         h.read(),
@@ -147,11 +156,8 @@ fn each_line_error_has_its_text_resend_and_ok() {
 }
 
 #[test]
-fn resend_without_ok_when_configured() {
-    let mut h = Harness::new(SimConfig {
-        resend_ok: false,
-        ..SimConfig::default()
-    });
+fn marlin_2_sends_no_ok_after_resend() {
+    let mut h = Harness::new(SimConfig::default());
     h.send("N1 M115*38\n");
     assert_eq!(
         h.read(),
@@ -162,7 +168,7 @@ fn resend_without_ok_when_configured() {
 #[test]
 fn an_error_flushes_the_rx_buffer_but_not_the_wire() {
     // Unpaced: the whole write is in the RX buffer at once, so it is flushed.
-    let mut h = Harness::new(SimConfig::default());
+    let mut h = Harness::new(marlin_1());
     h.send(&format!(
         "N1 G90*0\n{}{}",
         framed(2, "G90"),
@@ -177,7 +183,7 @@ fn an_error_flushes_the_rx_buffer_but_not_the_wire() {
     // Paced: later lines were still on the wire; each gets its own error.
     let mut h = Harness::new(SimConfig {
         baud: 115_200,
-        ..SimConfig::default()
+        ..marlin_1()
     });
     h.send(&format!("N1 G90*0\n{}", framed(2, "G90")));
     let out = h.advance(ms(100));
@@ -292,7 +298,7 @@ fn reopening_resets_the_line_counter_and_queue() {
 
 #[test]
 fn a_line_longer_than_max_cmd_size_is_truncated() {
-    let mut h = Harness::new(SimConfig::default());
+    let mut h = Harness::new(marlin_1());
     // The `*` falls past character 95, so the truncated line has no checksum.
     let long = framed(1, &format!("M117 {}", "x".repeat(100)));
     h.send(&long);

@@ -226,6 +226,7 @@ impl H {
                 progress: JobProgress {
                     lines_done: sent,
                     lines_total: 10,
+                    lines_sent: sent,
                     percent: sent as f64 * 10.0,
                 },
                 stats: Stats {
