@@ -90,6 +90,10 @@ pub struct LinkCounters {
     pub timeouts: u64,
     /// `Error:` lines about damaged or misnumbered lines.
     pub line_errors: u64,
+    /// Lines whose `ok` was lost and that the host found done (a later
+    /// `ok N`, a marker, or a probe), never sent twice.
+    #[serde(default)]
+    pub recovered_oks: u64,
 }
 
 impl LinkCounters {
@@ -98,6 +102,7 @@ impl LinkCounters {
         self.resends += stats.resends;
         self.timeouts += stats.timeouts;
         self.line_errors += stats.line_errors;
+        self.recovered_oks += stats.recovered_oks;
     }
 }
 

@@ -135,6 +135,7 @@ async fn host_counters(data_dir: &std::path::Path) -> Option<LinkCounters> {
         sum.resends += p.link.resends;
         sum.timeouts += p.link.timeouts;
         sum.line_errors += p.link.line_errors;
+        sum.recovered_oks += p.link.recovered_oks;
     }
     Some(sum)
 }
@@ -176,6 +177,7 @@ fn finish(rig: Rig, end: &End, events: u64, link: LinkCounters, elapsed: Duratio
         resends: link.resends,
         line_errors: link.line_errors,
         timeouts: link.timeouts,
+        recovered_oks: link.recovered_oks,
         elapsed,
         ..Summary::default()
     };

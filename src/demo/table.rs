@@ -169,6 +169,7 @@ pub struct Summary {
     pub resends: u64,
     pub line_errors: u64,
     pub timeouts: u64,
+    pub recovered_oks: u64,
     /// What the simulators did on purpose (`--fault-rate`), for comparison.
     pub injected_corrupt: u64,
     pub injected_lost_oks: u64,
@@ -180,7 +181,7 @@ pub fn summary(s: &Summary) -> String {
     format!(
         "summary\n  jobs printed: {}/{}\n  lines sent: {} (executed by {} printers)\n  \
          resends: {} ({} line errors; {} lines corrupted on purpose)\n  \
-         time-outs: {} ({} oks withheld on purpose)\n  \
+         lost oks recovered: {} ({} oks withheld on purpose)\n  time-outs: {}\n  \
          events published: {} (seen on device/printer/+/event)\n  elapsed: {:.1} s\n",
         s.completed,
         s.total,
@@ -189,8 +190,9 @@ pub fn summary(s: &Summary) -> String {
         s.resends,
         s.line_errors,
         s.injected_corrupt,
-        s.timeouts,
+        s.recovered_oks,
         s.injected_lost_oks,
+        s.timeouts,
         s.events,
         s.elapsed.as_secs_f64()
     )

@@ -8,6 +8,7 @@
 use super::core::status::WireStatus;
 use crate::mqtt::payload::{self, Event, Progress};
 use crate::mqtt::topics::Topics;
+use crate::printer::PausedBy;
 use crate::protocol::Temps;
 use crate::store::{OutboxItem, OutboxKind};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,6 +21,8 @@ pub struct ProgressView<'a> {
     pub temps: Temps,
     /// Since when this gateway serves the printer id.
     pub claimed_at: SystemTime,
+    /// While paused: by whom, and the printer's reason.
+    pub paused_by: Option<(PausedBy, Option<&'a str>)>,
 }
 
 pub struct Messages {
@@ -108,6 +111,11 @@ impl Messages {
             nozzle_temp: v.temps.nozzle.map(f64::from),
             bed_temp: v.temps.bed.map(f64::from),
             eta_seconds: None,
+            paused_by: v.paused_by.map(|(by, _)| match by {
+                PausedBy::Printer => "printer".to_owned(),
+                PausedBy::Farm => "farm".to_owned(),
+            }),
+            pause_reason: v.paused_by.and_then(|(_, r)| r).map(str::to_owned),
         })
     }
 
@@ -120,6 +128,30 @@ impl Messages {
             self.progress_payload(v),
             Some(v.printer),
         ))
+    }
+
+    /// `device/printer/<id>/prompt`, retained: the open prompt, or (`None`)
+    /// an empty retained message that clears it.
+    pub fn prompt(
+        &self,
+        printer: &str,
+        job: Option<&str>,
+        prompt: Option<(&str, &[String])>,
+    ) -> Option<OutboxItem> {
+        let topics = self.topics.as_ref()?;
+        let payload = match prompt {
+            Some((text, choices)) => json(&payload::PromptMsg {
+                printer_id: printer.to_owned(),
+                job_id: job.map(str::to_owned),
+                text: text.to_owned(),
+                choices: choices.to_vec(),
+                timestamp: self.timestamp.clone(),
+            }),
+            None => Vec::new(),
+        };
+        let mut it = item(topics.prompt(printer), payload, Some(printer));
+        it.retain = true;
+        Some(it)
     }
 
     /// `device/printers`: printers whose plate waits for a robot.

@@ -203,12 +203,17 @@ fn parse(topics: &Topics, topic: &str, payload: &[u8], known: &[String]) -> Resu
                     });
                 }
             }
+            let choice = f.opt_index("choice")?;
+            if command == Command::PromptAnswer && choice.is_none() {
+                return Err(Kind::MissingField { field: "choice" });
+            }
             Ok(Inbound::Command {
                 printer,
                 command: CommandMsg {
                     command,
                     job_id,
                     timestamp,
+                    choice,
                 },
             })
         }
@@ -327,6 +332,27 @@ impl Fields<'_> {
                 field,
                 problem: format!("{:?} is not 64 hex digits", clip(s)),
             }),
+        }
+    }
+
+    /// A small non-negative integer (an index), e.g. `2` or `2.0`.
+    fn opt_index(&self, field: &'static str) -> Result<Option<u32>, Kind> {
+        match self.opt(field) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                        .map(|f| f as u64)
+                })
+                .and_then(|v| u32::try_from(v).ok())
+                .map(Some)
+                .ok_or_else(|| Kind::InvalidValue {
+                    field,
+                    problem: format!("{n} is not an index (0, 1, 2, ...)"),
+                }),
+            Some(other) => Err(wrong(field, "a number", other)),
         }
     }
 

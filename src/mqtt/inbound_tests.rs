@@ -272,6 +272,7 @@ fn valid_messages_parse() {
                 command: Command::EmergencyStop,
                 job_id: Some("j1".into()),
                 timestamp: None,
+                choice: None,
             }
         }
     );

@@ -81,6 +81,12 @@ pub struct Progress {
     pub bed_temp: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_seconds: Option<u64>,
+    /// While paused: `"printer"` (runout, `M600`, a prompt) or `"farm"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_by: Option<String>,
+    /// While paused by the printer: its reason ("filament runout 0").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_reason: Option<String>,
 }
 
 /// `<prefix>robot/<robot>/progress`: a robot's report about a printer's plate.
@@ -110,16 +116,19 @@ pub enum Command {
     Cancel,
     ClearPlate,
     EmergencyStop,
+    /// Answers the printer's open prompt with `choice` (→ `M876 S<n>`).
+    PromptAnswer,
 }
 
 impl Command {
     /// All commands with their wire names, for parsing and error messages.
-    pub const ALL: [(&'static str, Command); 5] = [
+    pub const ALL: [(&'static str, Command); 6] = [
         ("pause", Command::Pause),
         ("resume", Command::Resume),
         ("cancel", Command::Cancel),
         ("clear_plate", Command::ClearPlate),
         ("emergency_stop", Command::EmergencyStop),
+        ("prompt_answer", Command::PromptAnswer),
     ];
 
     /// The command for a wire name, if it is one.
@@ -140,6 +149,25 @@ pub struct CommandMsg {
     /// dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<String>,
+    /// `prompt_answer`: the index of the chosen button in the prompt's
+    /// `choices`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choice: Option<u32>,
+}
+
+/// `<prefix>printer/<id>/prompt` (retained) while the printer waits for a
+/// person: answer with the `prompt_answer` command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PromptMsg {
+    pub printer_id: String,
+    #[serde(default)]
+    pub job_id: Option<String>,
+    pub text: String,
+    /// Buttons, by index; empty: the printer only informs (answer not
+    /// expected, or given at the printer).
+    pub choices: Vec<String>,
+    pub timestamp: String,
 }
 
 /// `<prefix>printer/<id>/event`: every state change, error and rejected input.
@@ -417,6 +445,8 @@ mod tests {
             nozzle_temp: Some(209.5),
             bed_temp: None,
             eta_seconds: None,
+            paused_by: None,
+            pause_reason: None,
         };
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(

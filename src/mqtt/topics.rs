@@ -95,6 +95,12 @@ impl Topics {
         self.printer_topic(printer, "progress")
     }
 
+    /// `<prefix>printer/<id>/prompt` (out, retained): the question a
+    /// printer asks a person while one is open; empty when none is.
+    pub fn prompt(&self, printer: &str) -> String {
+        self.printer_topic(printer, "prompt")
+    }
+
     /// `<prefix>printer/<id>/event` (out).
     pub fn event(&self, printer: &str) -> String {
         self.printer_topic(printer, "event")

@@ -129,6 +129,24 @@ impl FarmCore {
                 }
                 (None, None) => Err(format!("printer {printer} has no job running")),
             },
+            Command::PromptAnswer => {
+                let Some((text, choices)) = p.prompt.as_ref() else {
+                    return Err(format!("printer {printer} has no open prompt"));
+                };
+                let choice = msg.choice.unwrap_or(0);
+                let Some(label) = usize::try_from(choice).ok().and_then(|i| choices.get(i)) else {
+                    return Err(format!(
+                        "prompt {text:?} has {} choice(s); {choice} is not one of them",
+                        choices.len()
+                    ));
+                };
+                let text = format!("answering {text:?} with {label:?} (M876 S{choice})");
+                self.push(Effect::Printer {
+                    printer: printer.to_owned(),
+                    cmd: PrinterCommand::PromptAnswer { choice },
+                });
+                Ok(Some(text))
+            }
             Command::ClearPlate => self
                 .plate_cleared(printer, "operator")
                 .map(|()| Some("plate clear".into())),

@@ -3,6 +3,7 @@
 //! the rules that change it live in the sibling modules.
 
 use crate::lifecycle::{JobState, PrinterState};
+use crate::printer::PausedBy;
 use crate::protocol::Temps;
 use crate::store::JobSource;
 use std::time::{Instant, SystemTime};
@@ -118,6 +119,10 @@ pub struct Printer {
     /// A robot's clear heard while listening (the robot's id): applied
     /// once the claim serves the id, dropped if another claimant keeps it.
     pub held_clear: Option<String>,
+    /// Who paused the held job, and the printer's reason.
+    pub paused_by: Option<(PausedBy, Option<String>)>,
+    /// The printer's open prompt: its text and buttons.
+    pub prompt: Option<(String, Vec<String>)>,
     /// The serial link's protocol counters, summed over finished jobs.
     pub link: crate::control::LinkCounters,
 }
@@ -144,6 +149,8 @@ impl Printer {
             rival: None,
             listening: super::claims::Listening::No,
             held_clear: None,
+            paused_by: None,
+            prompt: None,
             link: crate::control::LinkCounters::default(),
         }
     }

@@ -139,6 +139,11 @@ impl FarmCore {
             lines: p.lines,
             temps: p.temps,
             claimed_at: p.claimed_at,
+            paused_by: p
+                .paused_by
+                .as_ref()
+                .filter(|_| p.phase() == Some(super::model::Phase::Paused))
+                .map(|(by, why)| (*by, why.as_deref())),
         }
     }
 

@@ -6,7 +6,7 @@ use super::persist::{event_kind, Tx};
 use super::writes::After;
 use super::FarmCore;
 use crate::lifecycle::{JobState, PrinterState};
-use crate::printer::{JobOutcome, PrinterReport, ReportKind};
+use crate::printer::{JobOutcome, PausedBy, PrinterReport, ReportKind};
 use crate::store::Write;
 use log::{debug, info, warn};
 
@@ -46,8 +46,18 @@ impl FarmCore {
                     }
                 }
             }
-            ReportKind::Paused { job_id, .. } => self.on_pause(&id, &job_id, true),
-            ReportKind::Resumed { job_id } => self.on_pause(&id, &job_id, false),
+            ReportKind::Paused { job_id, by, reason } => {
+                if let Some(p) = self.printers.get_mut(&id) {
+                    p.paused_by = Some((by, reason));
+                }
+                self.on_pause(&id, &job_id, true)
+            }
+            ReportKind::Resumed { job_id } => {
+                if let Some(p) = self.printers.get_mut(&id) {
+                    p.paused_by = None;
+                }
+                self.on_pause(&id, &job_id, false)
+            }
             ReportKind::JobFinished {
                 job_id,
                 outcome,
@@ -148,6 +158,7 @@ impl FarmCore {
 
     /// The port is gone (`Offline`) or the firmware faulted (`Error`).
     fn on_lost(&mut self, id: &str, to: PrinterState, reason: &str) {
+        self.close_prompt(id);
         // The task ends its job before it reports the loss; if the core
         // still holds one it had started, it ended unseen: end it here. A
         // start still in flight is answered by the task (refused).
@@ -262,9 +273,18 @@ impl FarmCore {
         if let Some(j) = self.jobs.get_mut(job) {
             j.state = job_to;
         }
+        let why = match p.paused_by.as_ref().filter(|_| paused) {
+            Some((PausedBy::Printer, Some(reason))) => Some(format!("by the printer: {reason}")),
+            Some((PausedBy::Printer, None)) => Some("by the printer".to_owned()),
+            _ => None,
+        };
         let mut tx = Tx::default();
-        tx.job(job, job_to, None)
-            .out(self.msgs.event(id, &event_kind(job_to), Some(job), None));
+        tx.job(job, job_to, why.as_deref()).out(self.msgs.event(
+            id,
+            &event_kind(job_to),
+            Some(job),
+            why.as_deref(),
+        ));
         self.move_printer(&mut tx, id, printer_to, None, kind, None);
         self.commit(tx, After::Nothing);
     }
@@ -274,6 +294,7 @@ impl FarmCore {
     /// and repeats the seed's completion signal (idle, 100, this job). A job
     /// that ended before any line went out leaves the plate as it was.
     pub(super) fn finish_job(&mut self, id: &str, job: &str, outcome: JobOutcome, sent: u64) {
+        self.close_prompt(id);
         let stop = self.jobs.remove(job).and_then(|j| j.stop);
         let (to, reason) = match (&outcome, stop) {
             (JobOutcome::Completed, _) => (JobState::Completed, None),
@@ -293,6 +314,7 @@ impl FarmCore {
             return;
         };
         p.held = None;
+        p.paused_by = None;
         if to == JobState::Completed {
             if let Some((_, total)) = p.lines {
                 p.lines = Some((total, total));
@@ -430,18 +452,35 @@ impl FarmCore {
 }
 
 impl FarmCore {
-    /// The printer opened (`Some`) or closed (`None`) a prompt for a person.
+    /// The printer opened (`Some`) or closed (`None`) a prompt for a
+    /// person: retained on the printer's prompt topic while it is open.
     fn on_prompt(&mut self, id: &str, prompt: Option<(String, Vec<String>)>) {
-        let text = match &prompt {
+        let Some(p) = self.printers.get_mut(id) else {
+            return;
+        };
+        if prompt.is_none() && p.prompt.is_none() {
+            return;
+        }
+        p.prompt = prompt;
+        let job = p.held_job();
+        let text = match &p.prompt {
+            Some((text, choices)) if choices.is_empty() => text.clone(),
             Some((text, choices)) => format!("{text} [{}]", choices.join(" | ")),
             None => "closed".to_owned(),
         };
-        let item = self.msgs.event(
+        let view = p.prompt.as_ref().map(|(t, c)| (t.as_str(), c.as_slice()));
+        let mut tx = Tx::default();
+        tx.out(self.msgs.prompt(id, job, view)).out(self.msgs.event(
             id,
             "prompt",
-            self.printers.get(id).and_then(|p| p.held_job()),
+            job,
             Some(&text),
-        );
-        self.announce(item);
+        ));
+        self.commit(tx, After::Nothing);
+    }
+
+    /// A prompt cannot outlive the connection or the job it belongs to.
+    pub(super) fn close_prompt(&mut self, id: &str) {
+        self.on_prompt(id, None);
     }
 }

@@ -91,6 +91,7 @@ pub(super) fn control_request(req: Request, upload: Option<PathBuf>) -> ControlR
             command,
             job_id: None,
             timestamp: None,
+            choice: None,
         },
     };
     match req {

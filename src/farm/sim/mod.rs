@@ -328,6 +328,7 @@ impl World {
                 command: crate::mqtt::payload::Command::Resume,
                 job_id: None,
                 timestamp: None,
+                choice: None,
             };
             self.feed(Input::Command {
                 printer,

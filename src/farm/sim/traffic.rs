@@ -300,6 +300,7 @@ impl Traffic {
             command,
             job_id,
             timestamp: ts.clone(),
+            choice: None,
         };
         let pick = rng.unit();
         let (command, job) = if pick < f.cancel * 30.0 {

@@ -146,6 +146,7 @@ impl H {
                 command,
                 job_id: job.map(Into::into),
                 timestamp,
+                choice: None,
             },
             retained,
             estop_sent: false,
@@ -354,6 +355,7 @@ fn wire(v: &Value) -> (String, u64, Value, String) {
 mod r11;
 mod r12;
 mod r13;
+mod r14;
 mod r16;
 
 mod claims;
