@@ -58,6 +58,15 @@ pub enum Command {
         #[command(flatten)]
         target: crate::ctl::Target,
     },
+    /// Answer the question a printer asks a person (filament runout,
+    /// `M600`): CHOICE is the button's index in the printer's prompt, as
+    /// published on `device/printer/<id>/prompt` and in its `prompt` event.
+    Answer {
+        printer: String,
+        choice: u32,
+        #[command(flatten)]
+        target: crate::ctl::Target,
+    },
     /// Check a config file: prints a summary (and FILE: warning: lines for
     /// what is allowed but weak, such as no TLS) and exits 0, or prints
     /// every problem as FILE:LINE: key: message and exits 1.
@@ -104,6 +113,15 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Resume { printer, target } => crate::ctl::send(
             &target.data_dir()?,
             &crate::control::Request::Resume { printer },
+            None,
+        ),
+        Command::Answer {
+            printer,
+            choice,
+            target,
+        } => crate::ctl::send(
+            &target.data_dir()?,
+            &crate::control::Request::PromptAnswer { printer, choice },
             None,
         ),
         Command::CheckConfig { file } => match crate::config::check(&file) {

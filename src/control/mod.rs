@@ -54,6 +54,11 @@ pub enum Request {
     EmergencyStop {
         printer: String,
     },
+    /// Answers the printer's open prompt (`M876 S<choice>`).
+    PromptAnswer {
+        printer: String,
+        choice: u32,
+    },
     /// Live view of every printer, temperatures included.
     Status,
     Ping,

@@ -70,11 +70,10 @@ pub(super) struct Task {
 
 impl Task {
     async fn run(mut self) {
-        let seed = self
-            .s
-            .id
-            .bytes()
-            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        // The one seed rule (names and the clock): printers on many gateways
+        // that lose power together do not reopen their ports in step.
+        let port = self.s.port.to_string_lossy();
+        let seed = crate::backoff::jitter_seed(&[&self.s.id, &port]);
         let max = self.s.reopen_max.unwrap_or(Duration::from_secs(1));
         let mut backoff = Backoff::new(Duration::from_millis(250), max, 0.2, seed);
         let mut streak = ErrorStreak::default();

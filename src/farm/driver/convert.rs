@@ -116,5 +116,14 @@ pub(super) fn control_request(req: Request, upload: Option<PathBuf>) -> ControlR
         Request::Pause { printer } => printer_cmd(printer, Command::Pause),
         Request::Resume { printer } => printer_cmd(printer, Command::Resume),
         Request::EmergencyStop { printer } => printer_cmd(printer, Command::EmergencyStop),
+        Request::PromptAnswer { printer, choice } => ControlRequest::Printer {
+            printer,
+            msg: CommandMsg {
+                command: Command::PromptAnswer,
+                job_id: None,
+                timestamp: None,
+                choice: Some(choice),
+            },
+        },
     }
 }
