@@ -24,7 +24,7 @@ mod schema;
 mod types;
 
 #[cfg(test)]
-mod testdir;
+pub(crate) mod testdir;
 #[cfg(test)]
 mod tests;
 

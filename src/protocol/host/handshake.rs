@@ -11,11 +11,11 @@
 //! harmless even to a firmware that does not check), the printer refuses
 //! it with `Resend:`, and whether an `ok` follows is the answer.
 
-use crate::protocol::planned::{PLANNER_DEPTH, RECEIPT_BUFFER};
 use super::{HostProtocol, State, MARKER};
 use crate::protocol::firmware::Firmware;
 use crate::protocol::line;
 use crate::protocol::motion::MotionModel;
+use crate::protocol::planned::{PLANNER_DEPTH, RECEIPT_BUFFER};
 use crate::protocol::reply::{ErrorKind, Reply};
 use crate::protocol::Event;
 use std::time::{Duration, Instant};

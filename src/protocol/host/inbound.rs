@@ -160,7 +160,11 @@ impl HostProtocol {
         }
         // The printer is past a line written after an out-of-band one: that
         // one's ok came (and was counted) or was lost.
-        while self.raw_oks.front().is_some_and(|&after| self.queue.acked() > after) {
+        while self
+            .raw_oks
+            .front()
+            .is_some_and(|&after| self.queue.acked() > after)
+        {
             self.raw_oks.pop_front();
         }
         if count > 1 && proof != Proof::Inferred {
