@@ -6,12 +6,10 @@ use super::{JobOutcome, PrinterCommand, PrinterReport, PrinterSettings, ReportKi
 use crate::printer::job_file;
 use crate::protocol;
 use crate::sim::{self, SimConfig};
-#[path = "../store/testdir.rs"]
-mod testdir;
+use crate::store::testdir::TestDir;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use testdir::TestDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_serial::SerialPort as _;

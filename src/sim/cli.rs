@@ -47,7 +47,8 @@ pub struct SimArgs {
     #[arg(long, value_parser = at_least_one)]
     pub runout_after: Option<u64>,
     /// A person at the printer acts this many seconds (simulated) after a
-    /// pause began: presses the knob (Prusa), resumes (Klipper, Repetier).
+    /// pause began: presses the knob (Prusa), goes through the M600 dialogue
+    /// on the screen (Marlin prompts, Buddy), resumes (Klipper, Repetier).
     #[arg(long)]
     pub person_after_s: Option<f64>,
     /// Probability (0..=1) that a received line gets one byte flipped.

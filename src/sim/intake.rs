@@ -75,20 +75,12 @@ impl Marlin {
     }
 
     /// Queues a checked command; acts at once on what the firmware handles
-    /// as it reads (M112 without an emergency parser, Buddy's M876).
+    /// as it reads (`M112` without an emergency parser).
     fn accept(&mut self, t: Instant, command: &[u8], number: Option<i64>, from_host: bool) {
         let cmd = Command::parse(command);
         let code = cmd.filter(|c| c.letter == b'M').map(|c| c.code);
         if code == Some(112) && !self.profile.emergency_parser {
             return self.kill(t);
-        }
-        if code == Some(876) && self.profile.m876_at_intake {
-            let choice = cmd.and_then(|c| c.value(b'S')).unwrap_or(0.0);
-            self.prompt_answer(t, choice.max(0.0) as u32);
-            if self.profile.check != LineCheck::Repetier {
-                self.tx.line(t, "ok");
-            }
-            return;
         }
         self.queue.push_back(Queued {
             number,

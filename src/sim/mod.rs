@@ -108,7 +108,8 @@ pub struct SimConfig {
     /// The filament runs out after this many executed commands.
     pub runout_after: Option<u64>,
     /// A person at the printer acts this long after a pause began
-    /// (Prusa's knob, Klipper's and Repetier's resume); `None`: nobody.
+    /// (Prusa's knob, the `M600` dialogue on a Marlin or Buddy screen,
+    /// Klipper's and Repetier's resume); `None`: nobody.
     pub person_after: Option<Duration>,
 }
 

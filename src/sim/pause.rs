@@ -18,8 +18,14 @@
 //!   `// action:pause`; the host stops sending; `// action:resume` when the
 //!   person resumes at the printer (Klipper: also the host's `RESUME`).
 //!
-//! The simulated person (`SimConfig::person_after`) presses the knob or the
-//! printer's resume that long after the pause began; `None` never does.
+//! - Prusa-Firmware-Buddy: the Marlin prompts, but without an emergency
+//!   parser an `M876` waits in the command queue behind the blocking `M600`
+//!   (see `profile.rs`), so the pause ends at the printer's screen.
+//!
+//! The simulated person (`SimConfig::person_after`) acts that long after the
+//! pause began: presses the knob (Prusa), goes through the `M600` dialogue
+//! on the printer's screen (Marlin prompts: reheat if the nozzle idled, then
+//! continue), or resumes at the printer (Klipper, Repetier); `None`: nobody.
 
 use super::profile::PauseFlow;
 use super::thermal::Thermal;
@@ -136,7 +142,8 @@ impl Pause {
             Step::Reheating { until } => Some(until),
             _ => None,
         };
-        let person = (self.flow == PauseFlow::PrusaKnob)
+        // Nobody acts while the nozzle reheats.
+        let person = (!matches!(step, Step::Reheating { .. }))
             .then(|| self.person_after.map(|d| self.since + d))
             .flatten();
         let keepalive = self.busy_prefix.map(|_| self.next_keepalive);
@@ -182,12 +189,13 @@ impl Pause {
             }
             _ => {}
         }
-        // Prusa: the person at the printer presses the knob.
-        if self.flow == PauseFlow::PrusaKnob
-            && self.person_after.is_some_and(|d| now >= self.since + d)
-        {
-            self.person_after = None;
-            return self.press(now, thermal, out);
+        // The person at the printer: the knob, or the screen's dialogue.
+        if self.person_after.is_some_and(|d| now >= self.since + d) {
+            return match self.step {
+                Some(Step::HeaterOff) => self.press(now, thermal, out),
+                Some(Step::Reheating { .. }) | None => false,
+                Some(_) => self.finish(now, out),
+            };
         }
         false
     }

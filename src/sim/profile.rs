@@ -117,9 +117,6 @@ pub(crate) struct Profile {
     /// Marlin's `EMERGENCY_PARSER`: `M108`, `M112`, `M876` act as the
     /// bytes arrive.
     pub emergency_parser: bool,
-    /// Prompt answers (`M876`) handled when the line is read into the
-    /// queue, before any blocking command ends.
-    pub m876_at_intake: bool,
     /// DTR resets the board when the port opens (USB-serial chips); native
     /// USB and ptys do not.
     pub resets_on_open: bool,
@@ -144,7 +141,6 @@ impl Profile {
             advanced_ok: false,
             busy_prefix: Some("echo:busy: "),
             emergency_parser: true,
-            m876_at_intake: false,
             resets_on_open: true,
             idle_wait: false,
             pause: PauseFlow::MarlinPrompts,
@@ -177,10 +173,14 @@ impl Profile {
                 ..marlin
             },
             Firmware::PrusaBuddy => Profile {
-                // M115.cpp: Cap:EMERGENCY_PARSER:0, Cap:PROMPT_SUPPORT:1;
-                // M876.cpp handles the answer as a G-code.
+                // src/marlin_stubs/host/M115.cpp: Cap:EMERGENCY_PARSER:0,
+                // Cap:PROMPT_SUPPORT:1. src/marlin_stubs/M876.cpp: the answer
+                // is an ordinary G-code, and
+                // lib/Marlin/Marlin/src/gcode/queue.cpp get_serial_commands
+                // acts early only on M108, M112 and M410 (no M876) and stops
+                // reading while the command ring is full: an answer waits
+                // behind a blocking M600, which ends at the printer's screen.
                 emergency_parser: false,
-                m876_at_intake: true,
                 resets_on_open: false,
                 rx_buffer: 4096,
                 ..marlin

@@ -51,7 +51,7 @@ mod wal;
 mod writer;
 
 #[cfg(test)]
-mod testdir;
+pub(crate) mod testdir;
 #[cfg(test)]
 mod tests;
 

@@ -55,8 +55,15 @@ pub(super) struct Prompt {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PromptError {
     NoPrompt,
-    NoSuchChoice { choice: u32, choices: usize },
+    NoSuchChoice {
+        choice: u32,
+        choices: usize,
+    },
     NotConnected,
+    /// The firmware reads `M876` only as an ordinary command and a command
+    /// that waits for a person blocks its queue: the answer could not run
+    /// before the pause ends, and would then answer a later prompt.
+    PrinterBlocked,
 }
 
 impl fmt::Display for PromptError {
@@ -68,6 +75,11 @@ impl fmt::Display for PromptError {
                 "choice {choice} does not exist (the prompt has {choices} choices, counted from 0)"
             ),
             PromptError::NotConnected => write!(f, "the printer is not connected"),
+            PromptError::PrinterBlocked => write!(
+                f,
+                "this firmware has no emergency parser, so it runs M876 only after the \
+                 command that waits for a person: answer at the printer"
+            ),
         }
     }
 }
@@ -90,6 +102,13 @@ impl HostProtocol {
     /// (it acts on it while a command blocks the queue); otherwise as the
     /// next numbered line (Prusa-Firmware-Buddy, `Cap:EMERGENCY_PARSER:0`,
     /// handles `M876` as a normal command: `src/marlin_stubs/M876.cpp`).
+    ///
+    /// Such a firmware cannot take the answer while the printer waits for a
+    /// person: the waiting command (`M600`) blocks its queue, and Buddy's
+    /// `lib/Marlin/Marlin/src/gcode/queue.cpp` (`get_serial_commands`) acts
+    /// early on `M108`, `M112` and `M410` only. Queued, the answer would run
+    /// after the pause and hit whatever prompt is open then, so it is
+    /// refused ([`PromptError::PrinterBlocked`]) and the prompt stays open.
     pub fn answer_prompt(&mut self, choice: u32) -> Result<(), PromptError> {
         if !self.is_ready() {
             return Err(PromptError::NotConnected);
@@ -103,6 +122,9 @@ impl HostProtocol {
                 choice,
                 choices: prompt.choices.len(),
             });
+        }
+        if !self.firmware.emergency_parser && self.wait.waiting_for_person() {
+            return Err(PromptError::PrinterBlocked);
         }
         let cmd = format!("M876 S{choice}");
         if self.firmware.emergency_parser {

@@ -90,6 +90,34 @@ fn without_an_emergency_parser_the_answer_is_a_numbered_line() {
     h.expect_sent(&line(3, "M876 S0"));
 }
 
+/// Buddy's `M600` blocks its command queue (no emergency parser): an answer
+/// could run only after the pause, against whatever prompt is open then.
+#[test]
+fn without_an_emergency_parser_an_answer_during_a_printer_pause_is_refused() {
+    let buddy = "FIRMWARE_NAME:Prusa-Firmware-Buddy 6.1.3 (Github) MACHINE_TYPE:Prusa-MK4\n\
+                 Cap:EMERGENCY_PARSER:0\nCap:PROMPT_SUPPORT:1\nok";
+    let mut h = Harness::ready_as(Config::default(), buddy, TEMPS_OK);
+    h.reply("//action:paused filament_runout 0");
+    h.reply("//action:prompt_begin Nozzle Parked");
+    h.reply("//action:prompt_button Continue");
+    h.reply("//action:prompt_show");
+    h.reply("echo:busy: paused for user");
+    assert_eq!(h.core.answer_prompt(0), Err(PromptError::PrinterBlocked));
+    h.expect_sent("");
+    assert!(!has(&h, &Event::PromptClosed), "the prompt is still open");
+    h.reply("//action:resumed");
+    h.advance(Duration::from_secs(6)); // the keep-alives stopped
+    h.reply("//action:prompt_begin Resuming");
+    h.reply("//action:prompt_button Dismiss");
+    h.reply("//action:prompt_show");
+    h.core.answer_prompt(0).unwrap();
+    let sent = h.sent();
+    assert!(
+        sent.starts_with('N') && sent.contains(" M876 S0*"),
+        "{sent:?}"
+    );
+}
+
 #[test]
 fn a_busy_paused_for_user_is_a_printer_pause_until_the_next_ok() {
     let prusa =

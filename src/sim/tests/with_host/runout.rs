@@ -237,3 +237,34 @@ fn a_print_with_real_motion_never_times_out() {
         .count();
     assert_eq!(timeouts, 0, "{:?}", trouble(&p));
 }
+
+/// Buddy shows Marlin's prompts but reads `M876` only as an ordinary command,
+/// which waits behind the blocking `M600`: the host refuses the farm's
+/// answer (it would hit a later prompt), and the person at the printer's
+/// screen reheats and continues; the job completes once.
+#[test]
+fn buddy_runout_prompts_are_answered_at_the_printer() {
+    let job = print_job(1500);
+    let cfg = SimConfig {
+        runout_after: Some(RUNOUT_AFTER),
+        person_after: Some(HALF_HOUR + MINUTE),
+        ..sim(Firmware::PrusaBuddy)
+    };
+    let mut p = Pair::new(cfg, job.clone());
+    let reason = pause_for_half_an_hour(&mut p, true);
+    assert_eq!(reason.as_deref(), Some("filament runout 0"));
+    assert_eq!(heaters(&p).0, (0.0, 60.0), "the nozzle idled, the bed kept");
+    let (text, _) = p.open_prompt().expect("a prompt is open");
+    assert_eq!(text, "HeaterTimeout");
+    assert_eq!(
+        p.host.answer_prompt(0),
+        Err(crate::protocol::PromptError::PrinterBlocked)
+    );
+    assert!(
+        p.run_until(10 * MINUTE, |e| matches!(e, Event::PrinterResumed)),
+        "the person at the printer did not resume the job"
+    );
+    assert_eq!(p.board.machine.thermal.hotend.target(), 200.0, "reheated");
+    completes_once(&mut p, &job, true);
+    assert!(!String::from_utf8_lossy(&p.host_wrote).contains("M876"));
+}
