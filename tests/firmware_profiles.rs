@@ -81,7 +81,7 @@ async fn drive(
                 }
             }
             ReportKind::Resumed { .. } => seen.resumed += 1,
-            ReportKind::Rejected { reason } => seen.rejected.push(reason),
+            ReportKind::Rejected { reason, .. } => seen.rejected.push(reason),
             ReportKind::Prompt { text, choices } => {
                 let answer = ["Continue", "Reheat"]
                     .iter()

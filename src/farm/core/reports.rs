@@ -82,7 +82,15 @@ impl FarmCore {
             }
             ReportKind::Rejected { reason, job_id } => match job_id {
                 Some(job) => self.on_start_refused(&id, &job, &reason),
-                None => warn!("printer {id}: {reason}"),
+                // The operator asked for something the printer cannot do
+                // now (e.g. a prompt answer a blocked firmware cannot read).
+                None => {
+                    warn!("printer {id}: {reason}");
+                    let item = self
+                        .msgs
+                        .event(&id, "command_rejected", None, Some(&reason));
+                    self.announce(item);
+                }
             },
             ReportKind::Prompt { text, choices } => self.on_prompt(&id, Some((text, choices))),
             ReportKind::PromptClosed => self.on_prompt(&id, None),
