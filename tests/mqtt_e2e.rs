@@ -21,6 +21,8 @@ mod inputs;
 mod mirror;
 #[path = "mqtt_e2e/outage.rs"]
 mod outage;
+#[path = "mqtt_e2e/prompts.rs"]
+mod prompts;
 #[path = "mqtt_e2e/rig.rs"]
 mod rig;
 #[path = "source_http/server.rs"]

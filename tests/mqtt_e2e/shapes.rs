@@ -12,6 +12,8 @@ pub enum Kind {
     Printers,
     JobComplete,
     GatewayStatus,
+    /// A printer's open prompt (retained), or an empty payload: none open.
+    Prompt,
     /// Topics the test itself publishes on (assignment, command, robot).
     Inbound,
 }
@@ -26,6 +28,7 @@ pub fn kind_of(prefix: &str, topic: &str) -> Option<Kind> {
         ["printers"] => Some(Kind::Printers),
         ["printer", _, "job_complete", _] => Some(Kind::JobComplete),
         ["gateway", _, "status"] => Some(Kind::GatewayStatus),
+        ["printer", p, "prompt"] if !p.is_empty() => Some(Kind::Prompt),
         ["printer", _, "assignement" | "command"] | ["robot", _, "progress"] => Some(Kind::Inbound),
         _ => None,
     }
@@ -66,6 +69,19 @@ pub fn check(prefix: &str, m: &Msg) -> Kind {
         )
         .and_then(|_| timestamp(&m.json)),
         Kind::GatewayStatus => gateway_status(&m.json),
+        Kind::Prompt if m.payload.is_empty() => Ok(()),
+        Kind::Prompt => fields(
+            &m.json,
+            &[("printerId", Str), ("text", Str), ("jobId", StrOrNull)],
+        )
+        .and_then(|_| {
+            m.json["choices"]
+                .as_array()
+                .filter(|c| c.iter().all(Value::is_string))
+                .map(|_| ())
+                .ok_or("choices is not a list of strings".to_owned())
+        })
+        .and_then(|_| timestamp(&m.json)),
         Kind::Inbound => Ok(()),
     };
     // Events and progress name the printer of their topic (never "").
