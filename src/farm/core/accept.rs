@@ -12,6 +12,9 @@ use crate::store::{Applied, JobSource, NewJob, Write};
 use log::{info, warn};
 use std::path::PathBuf;
 
+/// Assignments one listening claim keeps in memory; more are refused.
+const MAX_HELD_ASSIGNMENTS: usize = 32;
+
 impl FarmCore {
     pub(super) fn on_assignment(
         &mut self,
@@ -26,6 +29,16 @@ impl FarmCore {
             return;
         };
         if let Some(reason) = self.claim_refusal(printer) {
+            if !self.lost_claim(printer) && p.held_assignments.len() < MAX_HELD_ASSIGNMENTS {
+                // A new claim listening: the handler may well have sent
+                // this to us alone. Decided when listening ends.
+                info!("printer {printer}: assignment {} held: {reason}", a.job_id);
+                if let Some(p) = self.printers.get_mut(printer) {
+                    p.held_assignments.push((a, warnings));
+                }
+                self.push_ack(ack);
+                return;
+            }
             log::warn!("assignment {} refused: {reason}", a.job_id);
             // On the gateway's own topic: the printer's belongs to the other.
             let item =

@@ -157,11 +157,27 @@ impl FarmCore {
             if matches!(p.listening, Listening::Until(t) if now >= t) {
                 p.listening = Listening::No;
                 p.last_publish = None;
-                ended.push((p.id.clone(), p.held_clear.take()));
+                ended.push((
+                    p.id.clone(),
+                    p.held_clear.take(),
+                    std::mem::take(&mut p.held_assignments),
+                ));
             }
         }
-        for (printer, held) in ended {
-            if self.claim_refusal(&printer).is_some() {
+        for (printer, held, assignments) in ended {
+            if let Some(reason) = self.claim_refusal(&printer) {
+                for (a, _) in assignments {
+                    info!(
+                        "assignment {} (held while listening) refused: {reason}",
+                        a.job_id
+                    );
+                    let item = self.msgs.gateway_event(
+                        "assignment_rejected",
+                        Some(&a.job_id),
+                        Some(&reason),
+                    );
+                    self.announce(item);
+                }
                 continue;
             }
             info!("printer id {printer}: listened for other claimants; serving it");
@@ -171,6 +187,9 @@ impl FarmCore {
                 if let Err(reason) = self.plate_cleared(&printer, &format!("robot {robot}")) {
                     info!("robot {robot}: pick completed (held while listening) ignored: {reason}");
                 }
+            }
+            for (a, warnings) in assignments {
+                self.on_assignment(&printer, a, warnings, None);
             }
         }
     }

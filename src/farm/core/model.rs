@@ -119,6 +119,10 @@ pub struct Printer {
     /// A robot's clear heard while listening (the robot's id): applied
     /// once the claim serves the id, dropped if another claimant keeps it.
     pub held_clear: Option<String>,
+    /// Assignments pushed while the claim listens (acknowledged, kept in
+    /// memory): taken in order when listening ends with the id ours,
+    /// refused if another claimant keeps it.
+    pub held_assignments: Vec<(crate::mqtt::payload::Assignment, Vec<String>)>,
     /// Who paused the held job, and the printer's reason.
     pub paused_by: Option<(PausedBy, Option<String>)>,
     /// The printer's open prompt: its text and buttons.
@@ -149,6 +153,7 @@ impl Printer {
             rival: None,
             listening: super::claims::Listening::No,
             held_clear: None,
+            held_assignments: Vec::new(),
             paused_by: None,
             prompt: None,
             link: crate::control::LinkCounters::default(),

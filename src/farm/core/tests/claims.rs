@@ -36,23 +36,41 @@ fn r16_a_new_claim_listens_a_heartbeat_and_a_half_before_it_serves() {
     h.ready("p1");
     // No broker yet: nothing said, nothing taken.
     h.assign("p1", "j1", 1);
-    assert_eq!(h.acks(), [1], "refused, and acknowledged");
+    assert_eq!(h.acks(), [1], "held, and acknowledged");
     assert!(h.last_download().is_none());
     h.feed(Input::BrokerConnected);
     h.tick(10);
     h.assign("p1", "j2", 2);
     assert!(h.last_download().is_none(), "taken while listening");
     assert_eq!(progress_of(&h, "p1"), 0, "spoke while listening");
-    let refused = refusals(&h);
-    assert_eq!(refused.len(), 2, "{refused:?}");
-    assert!(refused[1]["message"]
-        .as_str()
-        .is_some_and(|m| m.contains("listens for another claimant")));
-    // Nobody else spoke for p1 in a heartbeat and a half: served from now on.
+    assert!(refusals(&h).is_empty(), "{:?}", refusals(&h));
+    // Nobody else spoke for p1 in a heartbeat and a half: served from now
+    // on, and what the handler pushed meanwhile is taken, in order.
     h.tick(6);
     assert!(progress_of(&h, "p1") > 0, "silent after listening");
-    h.assign("p1", "j3", 3);
-    assert!(h.last_download().is_some_and(|(j, _)| j == "j3"));
+    assert!(h.last_download().is_some_and(|(j, _)| j == "j1"));
+    let queued: Vec<String> = h.core.jobs().map(|j| j.id.clone()).collect();
+    assert!(queued.contains(&"j2".to_owned()), "{queued:?}");
+    assert!(refusals(&h).is_empty());
+}
+
+#[test]
+fn r16_assignments_held_while_listening_are_refused_when_the_first_claimant_speaks() {
+    let mut h = listening();
+    h.ready("p1");
+    h.feed(Input::BrokerConnected);
+    h.tick(2);
+    h.assign("p1", "j1", 1);
+    peer(&mut h, "gw-a", base() - Duration::from_secs(3600));
+    h.tick(14);
+    assert!(h.last_download().is_none(), "took gw-a's job");
+    assert!(h.core.jobs().next().is_none(), "stored gw-a's job");
+    let refused = refusals(&h);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["jobId"], "j1");
+    assert!(refused[0]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("gw-a")));
 }
 
 #[test]
