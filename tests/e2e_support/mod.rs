@@ -282,3 +282,25 @@ pub fn partial_files(spool: &Path) -> Vec<String> {
         .filter(|n| n.ends_with(".part"))
         .collect()
 }
+
+/// Fails the test with every failed check (the settling failure first)
+/// and `context` (logs, the farm's story); returns when nothing failed.
+pub fn fail_with(
+    failures: &mut Vec<String>,
+    settled: Result<(), String>,
+    context: impl FnOnce() -> String,
+) {
+    if let Err(e) = settled {
+        failures.insert(0, e);
+    }
+    if failures.is_empty() {
+        return;
+    }
+    let list: Vec<String> = failures.iter().map(|f| format!("  - {f}")).collect();
+    panic!(
+        "{} checks failed:\n{}\n\n{}",
+        failures.len(),
+        list.join("\n"),
+        context()
+    );
+}

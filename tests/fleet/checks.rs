@@ -358,18 +358,6 @@ impl<'a> Verdict<'a> {
 
     /// Fails the test with every failure (and the gateways' last log lines).
     pub fn finish(mut self, settled: Result<(), String>) {
-        if let Err(e) = settled {
-            self.failures.insert(0, e);
-        }
-        if self.failures.is_empty() {
-            return;
-        }
-        let list: Vec<String> = self.failures.iter().map(|f| format!("  - {f}")).collect();
-        panic!(
-            "{} checks failed:\n{}\n\n{}",
-            self.failures.len(),
-            list.join("\n"),
-            self.fleet.logs(5)
-        );
+        crate::e2e_support::fail_with(&mut self.failures, settled, || self.fleet.logs(5));
     }
 }

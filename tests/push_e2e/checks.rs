@@ -297,18 +297,8 @@ impl<'a> Verdict<'a> {
 
     /// Fails the test with every failure and the farm's story, if any.
     pub fn finish(mut self, settled: Result<(), String>) {
-        if let Err(e) = settled {
-            self.failures.insert(0, e);
-        }
-        if self.failures.is_empty() {
-            return;
-        }
-        let list: Vec<String> = self.failures.iter().map(|f| format!("  - {f}")).collect();
-        panic!(
-            "{} checks failed:\n{}\n\n{}",
-            self.failures.len(),
-            list.join("\n"),
+        crate::e2e_support::fail_with(&mut self.failures, settled, || {
             crate::story::story(self.rig, &self.rec, &self.clears, &self.gateway_jobs)
-        );
+        });
     }
 }
