@@ -5,7 +5,8 @@
 //!    is in the store and never vanishes;
 //! 3. no print starts on a plate not confirmed clear since the last print;
 //! 4. at the end, after the faults stop: every job has ended and every
-//!    printer is idle with a clear plate (nothing stuck, nobody blocked);
+//!    printer is idle with a clear plate and no prompt left on show
+//!    (nothing stuck, nobody blocked);
 //! 5. a job whose cancel or e-stop was acknowledged never starts later, and
 //!    no retained or stale e-stop ever reaches a printer;
 //! 6. no panic (caught by the runner) and no write the real store would refuse.
@@ -58,6 +59,12 @@ pub fn at_end(w: &World) -> Result<(), String> {
             return Err(format!(
                 "printer {} is stuck: {} plate_clear={} connected={} held={:?}",
                 p.id, p.state, p.plate_clear, p.connected, p.held
+            ));
+        }
+        if let Some((text, _)) = &p.prompt {
+            return Err(format!(
+                "printer {} still shows prompt {text:?} with no job",
+                p.id
             ));
         }
     }

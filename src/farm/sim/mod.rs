@@ -47,6 +47,8 @@ pub struct World {
     seed: u64,
     plan: Plan,
     rng: Xorshift64,
+    /// Runouts and prompt answers (see `Faults::runout`).
+    runout_rng: Xorshift64,
     step: u64,
     secs: u64,
     base: Instant,
@@ -85,6 +87,7 @@ impl World {
             traffic: traffic::Traffic::new(&ids),
             plan,
             rng,
+            runout_rng: Xorshift64::seeded(seed ^ 0x5255_4e4f_5554),
             step: 0,
             secs: 0,
             base,
@@ -441,6 +444,7 @@ impl World {
             self.fault("reset", f.reset * 10.0),
             self.fault("silent", f.silent * 10.0),
         );
+        self.runout_step();
         if let Some(p) = self.printers.get_mut(&id) {
             if unplug {
                 p.unplug();
@@ -451,6 +455,44 @@ impl World {
             } else {
                 p.replug();
             }
+        }
+    }
+
+    /// A printer runs out of filament and asks a person; an operator
+    /// answers an open prompt over MQTT (sometimes with a button the
+    /// prompt does not have).
+    fn runout_step(&mut self) {
+        let rate = self.plan.faults.runout * 10.0;
+        if !self.faults_on || rate <= 0.0 {
+            return;
+        }
+        let ids: Vec<String> = self.printers.keys().cloned().collect();
+        let id = ids[self.runout_rng.index(ids.len())].clone();
+        if self.runout_rng.chance(rate) {
+            if let Some(p) = self.printers.get_mut(&id) {
+                if p.runout() {
+                    *self.outcome.faults.entry("runout").or_default() += 1;
+                }
+            }
+        }
+        let open = self.printers.get(&id).is_some_and(|p| p.prompt_open);
+        if open && self.runout_rng.chance(0.5) {
+            let choice = u32::from(self.runout_rng.chance(0.2));
+            let msg = crate::mqtt::payload::CommandMsg {
+                command: crate::mqtt::payload::Command::PromptAnswer,
+                job_id: None,
+                timestamp: Some(crate::mqtt::payload::rfc3339(
+                    UNIX_EPOCH + Duration::from_secs(1_750_000_000 + self.secs),
+                )),
+                choice: Some(choice),
+            };
+            self.feed(Input::Command {
+                printer: id,
+                msg,
+                retained: false,
+                estop_sent: false,
+                ack: None,
+            });
         }
     }
 

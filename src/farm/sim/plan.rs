@@ -27,6 +27,9 @@ pub struct Faults {
     pub estop: f64,
     pub pause: f64,
     pub operator_clear: f64,
+    /// The printer pauses itself (filament runout) and asks a person;
+    /// drawn from a stream of its own, so 0 replays older seeds exactly.
+    pub runout: f64,
 }
 
 impl Faults {
@@ -48,6 +51,7 @@ impl Faults {
         estop: 0.0,
         pause: 0.0,
         operator_clear: 0.0,
+        runout: 0.0,
     };
 
     /// Every kind at once, at rates that still let jobs finish.
@@ -69,6 +73,7 @@ impl Faults {
         estop: 0.003,
         pause: 0.01,
         operator_clear: 0.005,
+        runout: 0.005,
     };
 }
 

@@ -47,6 +47,10 @@ pub struct PrinterModel {
     pub silent: u32,
     /// `Offline`/`Fault` reports sent (a start from before one is refused).
     losses: u64,
+    /// The printer asks a person (after a runout) and waits.
+    pub prompt_open: bool,
+    /// Steps until the person at the printer answers it there.
+    person_in: u32,
 }
 
 impl PrinterModel {
@@ -64,6 +68,8 @@ impl PrinterModel {
             estops_from_core: 0,
             silent: 0,
             losses: 0,
+            prompt_open: false,
+            person_in: 0,
         }
     }
 
@@ -87,6 +93,8 @@ impl PrinterModel {
     }
 
     fn end(&mut self, outcome: JobOutcome) {
+        // The job's prompt goes with it (the farm closes it on the end).
+        self.prompt_open = false;
         if let Some(s) = self.job.take() {
             let stats = Stats {
                 lines_sent: s.done.max(1),
@@ -131,6 +139,12 @@ impl PrinterModel {
         if self.silent > 0 {
             self.silent -= 1;
             return;
+        }
+        if self.prompt_open {
+            self.person_in = self.person_in.saturating_sub(1);
+            if self.person_in == 0 {
+                self.close_prompt();
+            }
         }
         if let Port::Handshake(n) = self.port {
             if n == 0 {
@@ -223,6 +237,16 @@ impl PrinterModel {
                     self.port = Port::Handshake(2);
                 }
             }
+            PrinterCommand::PromptAnswer { choice } => {
+                if self.prompt_open && choice == 0 {
+                    self.close_prompt();
+                } else {
+                    self.report(ReportKind::Rejected {
+                        reason: format!("prompt answer {choice}: no such choice open"),
+                        job_id: None,
+                    });
+                }
+            }
             PrinterCommand::RunMacro { .. } => {}
             PrinterCommand::Shutdown => {
                 self.drop_pending();
@@ -231,6 +255,43 @@ impl PrinterModel {
                 ));
                 self.report(ReportKind::Stopped);
             }
+        }
+    }
+
+    /// Filament runs out mid-print: the printer pauses itself and asks a
+    /// person (`Continue`), who comes by within some steps if nobody
+    /// answers over MQTT. False when nothing was printing.
+    pub fn runout(&mut self) -> bool {
+        let Some(s) = self.job.as_mut().filter(|s| !s.paused) else {
+            return false;
+        };
+        if self.port != Port::Ready {
+            return false;
+        }
+        s.paused = true;
+        let job_id = s.job.clone();
+        self.prompt_open = true;
+        self.person_in = 40;
+        self.report(ReportKind::Paused {
+            job_id,
+            by: PausedBy::Printer,
+            reason: Some("filament runout 0".into()),
+        });
+        self.report(ReportKind::Prompt {
+            text: "Nozzle Parked".into(),
+            choices: vec!["Continue".into()],
+        });
+        true
+    }
+
+    /// The prompt is answered (over MQTT or at the printer): the job goes on.
+    fn close_prompt(&mut self) {
+        self.prompt_open = false;
+        self.report(ReportKind::PromptClosed);
+        if let Some(s) = self.job.as_mut().filter(|s| s.paused) {
+            s.paused = false;
+            let job_id = s.job.clone();
+            self.report(ReportKind::Resumed { job_id });
         }
     }
 
@@ -294,6 +355,7 @@ impl PrinterModel {
         self.reports.clear();
         self.silent = 0;
         self.losses = 0;
+        self.prompt_open = false;
         if self.port != Port::Down {
             self.port = Port::Handshake(2);
         }
