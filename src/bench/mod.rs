@@ -3,6 +3,8 @@
 //! nothing here asserts a speed: the numbers go to the README.
 
 mod farm;
+mod lost_ok;
+mod lost_ok_drive;
 #[cfg(feature = "embedded-broker")]
 mod mqtt;
 mod sdwear;
@@ -33,20 +35,26 @@ pub enum BenchOnly {
     /// SD-card wear: bytes written and fsyncs per printer-hour, printing,
     /// idle and with the broker down, over a time-scaled simulated hour.
     Sdwear(sdwear::SdwearArgs),
+    /// Lost `ok`s: the same job with and without them, stock Marlin and
+    /// Marlin with ADVANCED_OK; the wall-time ratio and the recovery time.
+    LostOk(lost_ok::LostOkArgs),
 }
 
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub machine: String,
     pub serial: serial::SerialReport,
+    pub lost_ok: lost_ok::LostOkReport,
     pub farm: Vec<farm::FarmRun>,
     #[cfg(feature = "embedded-broker")]
     pub mqtt: mqtt::MqttReport,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    if let Some(BenchOnly::Sdwear(a)) = args.only {
-        return sdwear::run(a);
+    match args.only {
+        Some(BenchOnly::Sdwear(a)) => return sdwear::run(a),
+        Some(BenchOnly::LostOk(a)) => return lost_ok::run_cli(a),
+        None => {}
     }
     let dir = TempDir::new("bench")?;
     let window = std::time::Duration::from_secs(if args.quick { 3 } else { 10 });
@@ -54,6 +62,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let report = Report {
         machine: machine(),
         serial: serial::run(dir.path(), args.quick)?,
+        lost_ok: lost_ok::run(
+            dir.path(),
+            &lost_ok::LostOkArgs::with_lines(if args.quick { 2_000 } else { 20_000 }),
+        )?,
         farm: sizes
             .iter()
             .map(|n| farm::run(dir.path(), *n, window))
@@ -66,6 +78,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("machine: {}", report.machine);
         serial::print_table(&report.serial);
+        lost_ok::print_table(&report.lost_ok);
         print_farm(&report.farm);
         #[cfg(feature = "embedded-broker")]
         println!(
@@ -127,6 +140,18 @@ pub fn thread_cpu_seconds() -> f64 {
     };
     // utime and stime are fields 14 and 15 of stat; 12 and 13 after the ')'.
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A simulator on a pseudo-terminal whose port is `dir/tty-<tag>`: the rig
+/// of the serial benchmarks.
+fn sim_port(
+    dir: &Path,
+    tag: &str,
+    cfg: crate::sim::SimConfig,
+) -> anyhow::Result<(PathBuf, crate::sim::SimHandle)> {
+    let link = dir.join(format!("tty-{tag}"));
+    let sim = crate::sim::spawn(&link, cfg)?;
+    Ok((link, sim))
 }
 
 /// A scratch folder removed on drop.

@@ -1,12 +1,12 @@
 //! Serial throughput against the wire limit, and unpaced host cost per line.
 
-use super::{sample_job, thread_cpu_seconds};
+use super::{sample_job, sim_port, thread_cpu_seconds};
 use crate::printer::job_file;
 use crate::printer::send::{send_file, SendArgs};
 use crate::protocol::line;
-use crate::sim::{self, SimConfig};
+use crate::sim::SimConfig;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Debug, Serialize)]
 pub struct PacedRun {
@@ -64,9 +64,9 @@ fn one_run(
     ping_pong: bool,
     tag: &str,
 ) -> anyhow::Result<(u64, f64, f64)> {
-    let link: PathBuf = dir.join(format!("tty-{tag}"));
-    let sim = sim::spawn(
-        &link,
+    let (link, sim) = sim_port(
+        dir,
+        tag,
         SimConfig {
             baud,
             ..SimConfig::default()
