@@ -180,10 +180,6 @@ impl PrinterModel {
 
     fn command(&mut self, cmd: PrinterCommand) {
         match cmd {
-            PrinterCommand::PromptAnswer { choice } => self.report(ReportKind::Rejected {
-                reason: format!("prompt answer {choice}: no prompt is open"),
-                job_id: None,
-            }),
             PrinterCommand::StartJob {
                 job_id,
                 summary,
