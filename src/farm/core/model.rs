@@ -120,6 +120,10 @@ pub struct Printer {
     pub held_clear: Option<String>,
     /// The serial link's protocol counters, summed over finished jobs.
     pub link: crate::control::LinkCounters,
+    /// Its port's firmware identity and whether it holds the printer.
+    pub identity: super::identity::IdentityState,
+    /// The configured port (from its store row), for operators' messages.
+    pub port: Option<String>,
 }
 
 impl Printer {
@@ -145,6 +149,8 @@ impl Printer {
             listening: super::claims::Listening::No,
             held_clear: None,
             link: crate::control::LinkCounters::default(),
+            identity: super::identity::IdentityState::default(),
+            port: None,
         }
     }
 

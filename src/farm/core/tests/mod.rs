@@ -40,7 +40,13 @@ impl H {
         let snapshot = Snapshot {
             printers: vec![("p1".into(), None, None), ("p2".into(), None, None)],
             jobs: Vec::new(),
+            identities: Vec::new(),
         };
+        H::start(s, snapshot)
+    }
+
+    /// A core started from `snapshot` (a restart).
+    fn start(s: CoreSettings, snapshot: Snapshot) -> H {
         let t0 = Instant::now();
         let wall = base();
         let core = FarmCore::new(
@@ -354,6 +360,7 @@ fn wire(v: &Value) -> (String, u64, Value, String) {
 mod r11;
 mod r12;
 mod r13;
+mod r14_identity;
 mod r16;
 
 mod claims;
