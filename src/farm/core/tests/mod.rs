@@ -295,6 +295,18 @@ impl H {
             .and_then(|p| p.held.as_ref().map(|h| (h.job.clone(), h.phase)))
     }
 
+    /// The last retained gateway status published.
+    fn gateway_status(&self) -> Option<Value> {
+        self.out.iter().rev().find_map(|e| match e {
+            Effect::Publish {
+                topic,
+                payload,
+                retain: true,
+            } if topic == "device/gateway/gw/status" => serde_json::from_slice(payload).ok(),
+            _ => None,
+        })
+    }
+
     fn state(&self, printer: &str) -> PrinterState {
         self.core
             .printers()

@@ -336,21 +336,7 @@ fn r14_no_thermal_protection_is_warned_and_refused_where_required() {
     assert_eq!(h.state("p2"), PrinterState::Idle);
     h.print("p2", "j2");
     // Both are in the retained gateway status, with their capabilities.
-    let status = h
-        .out
-        .iter()
-        .rev()
-        .find_map(|e| match e {
-            Effect::Publish {
-                topic,
-                payload,
-                retain: true,
-            } if topic == "device/gateway/gw/status" => {
-                serde_json::from_slice::<Value>(payload).ok()
-            }
-            _ => None,
-        })
-        .expect("a gateway status");
+    let status = h.gateway_status().expect("a gateway status");
     let fw = &status["firmware"];
     assert_eq!(fw["p2"]["uuid"], UUID_B, "{status}");
     assert_eq!(fw["p2"]["machineType"], "Ender-3 V2", "{status}");
