@@ -46,6 +46,13 @@ pub enum Command {
         #[command(flatten)]
         target: crate::ctl::Target,
     },
+    /// Operator decisions about a printer (`printer accept p1`).
+    Printer {
+        #[command(flatten)]
+        target: crate::ctl::Target,
+        #[command(subcommand)]
+        cmd: crate::ctl::PrinterCtl,
+    },
     /// Pause the job on a printer.
     Pause {
         printer: String,
@@ -105,6 +112,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             &crate::control::Request::Clear { printer },
             None,
         ),
+        Command::Printer { target, cmd } => crate::ctl::printer(&target, cmd),
         Command::Pause { printer, target } => crate::ctl::send(
             &target.data_dir()?,
             &crate::control::Request::Pause { printer },

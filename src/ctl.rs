@@ -49,6 +49,22 @@ pub enum JobCommand {
     },
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum PrinterCtl {
+    /// The firmware identity the printer's port answers with now (after a
+    /// hold for another UUID or firmware) is the printer's: it then waits
+    /// for its plate to be confirmed clear.
+    Accept { printer: String },
+}
+
+/// `printgate printer …`.
+pub fn printer(target: &Target, cmd: PrinterCtl) -> anyhow::Result<ExitCode> {
+    let dir = target.data_dir()?;
+    match cmd {
+        PrinterCtl::Accept { printer } => send(&dir, &Request::AcceptIdentity { printer }, None),
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     #[command(flatten)]

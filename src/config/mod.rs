@@ -236,6 +236,7 @@ fn parse_all(text: &str, origin: &Path) -> Result<Config, Vec<ConfigError>> {
             port: p.port.clone(),
             filament: p.filament.clone(),
             serial: serial.clone().with_printer(p),
+            require_thermal_protection: p.require_thermal_protection,
         })
         .collect();
     let mut mqtt = raw.mqtt;

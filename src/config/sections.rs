@@ -35,6 +35,8 @@ macro_rules! serial_settings {
             pub(super) port: String,
             #[serde(default)]
             pub(super) filament: Option<String>,
+            #[serde(default)]
+            pub(super) require_thermal_protection: bool,
             $(#[serde(default)] pub(super) $name: Option<$ty>,)*
         }
 
@@ -108,6 +110,8 @@ pub struct PrinterConfig {
     /// Loaded filament; assignments for another type are rejected.
     pub filament: Option<String>,
     pub serial: SerialSettings,
+    /// No job while the firmware reports `Cap:THERMAL_PROTECTION:0`.
+    pub require_thermal_protection: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -45,6 +45,11 @@ pub enum Request {
     Clear {
         printer: String,
     },
+    /// The firmware identity the printer's port answers with now is the
+    /// printer's (after a hold for a mismatch).
+    AcceptIdentity {
+        printer: String,
+    },
     Pause {
         printer: String,
     },

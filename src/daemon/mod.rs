@@ -101,6 +101,7 @@ pub async fn run_daemon(config: Config, shutdown: impl Future<Output = ()>) -> a
             })
             .collect(),
         jobs: store.open_jobs().await?,
+        identities: store.identities().await?,
     };
     let wall = SystemTime::now();
     let msgs = Messages::new(crate::mqtt::settings::topics(&config));

@@ -99,6 +99,12 @@ pub fn core_settings(
         .map_or(0, |d| d.as_nanos() as u64);
     let jitter_seed = crate::backoff::mix_seed(clock, &[&config.gateway.id]);
     CoreSettings {
+        require_thermal_protection: config
+            .printers()
+            .iter()
+            .filter(|p| p.require_thermal_protection)
+            .map(|p| p.id.clone())
+            .collect(),
         gateway_id: config.gateway.id.clone(),
         spool_dir: spool_dir.to_path_buf(),
         idle_announce: scaled(mqtt.map_or(10, |m| m.idle_announce_s)),

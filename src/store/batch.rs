@@ -5,6 +5,7 @@
 //! each [`Write`] with the checked row functions of `jobs` and `printers`
 //! (which refuse illegal lifecycle moves). It decides nothing.
 
+use super::identity::{self, Identity, IdentityRole};
 use super::types::{AddOutcome, NewJob, OutboxItem, PurgedJob};
 use super::{jobs, outbox, printers, StoreError};
 use crate::lifecycle::{JobState, PrinterState};
@@ -49,6 +50,12 @@ pub enum Write {
     },
     /// Terminal jobs finished at least this long ago (answer: [`Applied::Purged`]).
     Purge { older_than: Duration },
+    /// One of a printer's firmware identities; `None` removes it.
+    Identity {
+        printer: String,
+        role: IdentityRole,
+        identity: Option<Identity>,
+    },
 }
 
 /// Writes applied in one IMMEDIATE transaction, with `outbox` rows.
@@ -123,6 +130,11 @@ pub(crate) fn apply(tx: &Connection, batch: &Batch) -> Result<Applied, StoreErro
                 let cutoff = jobs::purge_cutoff(*older_than);
                 answer = Applied::Purged(jobs::purge(tx, cutoff)?);
             }
+            Write::Identity {
+                printer,
+                role,
+                identity,
+            } => identity::put(tx, printer, *role, identity.as_ref())?,
         }
     }
     for item in &batch.outbox {

@@ -41,6 +41,7 @@
 
 mod batch;
 mod error;
+mod identity;
 mod jobs;
 mod outbox;
 mod printers;
@@ -57,6 +58,7 @@ mod tests;
 
 pub use batch::{Applied, Batch, Write};
 pub use error::StoreError;
+pub use identity::{Identity, IdentityRole, IdentityRow};
 pub use jobs::PURGE_BATCH;
 pub use reader::StoreReader;
 pub use schema::{DB_FILE, SCHEMA_VERSION, SPOOL_DIR};
@@ -326,6 +328,11 @@ impl Store {
                 }
             }
         })
+    }
+
+    /// Every printer's stored firmware identities (the start-up snapshot).
+    pub fn identities(&self) -> Pending<Vec<IdentityRow>> {
+        self.submit(|w| identity::list(&w.conn))
     }
 
     pub fn list_printers(&self) -> Pending<Vec<PrinterRow>> {

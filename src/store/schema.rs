@@ -81,6 +81,22 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE printers ADD COLUMN last_job TEXT;
      ALTER TABLE printers ADD COLUMN last_outcome TEXT;
      ALTER TABLE printers ADD COLUMN claimed_at INTEGER;",
+    // v4: what each printer's firmware says it is (`M115`), so a port that
+    // answers as another machine after a restart or a swapped USB link is
+    // caught: `known` is the accepted identity, `held` what a mismatching
+    // port answered while the printer is held for an operator.
+    "CREATE TABLE printer_identity (
+         printer_id TEXT NOT NULL REFERENCES printers(id) ON DELETE CASCADE,
+         role TEXT NOT NULL CHECK (role IN ('known', 'held')),
+         firmware TEXT NOT NULL,
+         family TEXT NOT NULL,
+         version TEXT,
+         machine_type TEXT,
+         uuid TEXT,
+         caps TEXT NOT NULL DEFAULT '{}',
+         updated_at INTEGER NOT NULL,
+         PRIMARY KEY (printer_id, role)
+     );",
 ];
 
 /// The schema version this binary writes and understands.

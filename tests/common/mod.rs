@@ -111,6 +111,7 @@ pub fn recover(store: &Store) {
             .map(|r| (r.id.clone(), r.filament.clone(), Some(r.clone())))
             .collect(),
         jobs: store.open_jobs().blocking().unwrap(),
+        identities: store.identities().blocking().unwrap(),
     };
     let topics = Some(printgate::mqtt::topics::Topics::new("gw"));
     let mut core = FarmCore::new(

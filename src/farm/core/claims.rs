@@ -285,6 +285,7 @@ impl FarmCore {
             "printers": self.printers.keys().collect::<Vec<_>>(),
             "claims": claims,
             "conflicts": conflicts,
+            "firmware": self.firmware_status(),
             "timestamp": rfc3339(self.wall),
         });
         let mut fingerprint = body.clone();

@@ -52,6 +52,7 @@ impl FarmCore {
                     None => self.cancel_waiting(&job, Some(reply), None),
                 }
             }
+            ControlRequest::AcceptIdentity { printer } => self.accept_identity(&printer).map(Some),
             ControlRequest::Printer { printer, msg } => {
                 let answer = self.command(&printer, &msg, false, Some(reply));
                 if let Some(shown) = answer.clone().transpose() {

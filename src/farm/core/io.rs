@@ -25,6 +25,10 @@ pub enum ControlRequest {
     CancelJob {
         job: String,
     },
+    /// `printgate printer accept`: the port's new identity is the printer's.
+    AcceptIdentity {
+        printer: String,
+    },
     Printer {
         printer: String,
         msg: CommandMsg,

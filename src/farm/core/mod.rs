@@ -27,6 +27,7 @@ mod claims;
 mod commands;
 mod control;
 pub mod fresh;
+mod identity;
 mod inputs;
 mod io;
 pub mod model;

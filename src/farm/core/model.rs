@@ -129,6 +129,10 @@ pub struct Printer {
     pub prompt: Option<(String, Vec<String>)>,
     /// The serial link's protocol counters, summed over finished jobs.
     pub link: crate::control::LinkCounters,
+    /// Its port's firmware identity and whether it holds the printer.
+    pub identity: super::identity::IdentityState,
+    /// The configured port (from its store row), for operators' messages.
+    pub port: Option<String>,
 }
 
 impl Printer {
@@ -157,6 +161,8 @@ impl Printer {
             paused_by: None,
             prompt: None,
             link: crate::control::LinkCounters::default(),
+            identity: super::identity::IdentityState::default(),
+            port: None,
         }
     }
 

@@ -22,6 +22,7 @@ impl FarmCore {
                 .as_ref()
                 .map_or((PrinterState::Offline, false), |r| (r.state, r.plate_clear));
             let mut p = Printer::new(&id, filament, state, plate);
+            p.port = row.as_ref().map(|r| r.port.clone());
             p.claimed_at = row
                 .as_ref()
                 .and_then(|r| r.claimed_at)
@@ -117,6 +118,7 @@ impl FarmCore {
                 p.state = to;
             }
         }
+        self.restore_identities(snapshot.identities, &mut tx);
         if !tx.writes.is_empty() {
             self.commit(tx, After::Nothing);
         }

@@ -17,7 +17,10 @@ impl FarmCore {
             return;
         }
         match report.kind {
-            ReportKind::Connected(fw) => self.on_connected(&id, &fw.name),
+            ReportKind::Connected(fw) => {
+                self.check_identity(&id, &fw);
+                self.on_connected(&id, &fw.name)
+            }
             ReportKind::Offline { reason } => {
                 self.count_loss(&id);
                 self.on_lost(&id, PrinterState::Offline, &reason)
@@ -425,6 +428,7 @@ impl FarmCore {
         kind: &str,
         message: Option<&str>,
     ) {
+        let to = self.identity_guard(id, to);
         let Some(p) = self.printers.get_mut(id) else {
             return;
         };

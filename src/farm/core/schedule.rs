@@ -27,6 +27,7 @@ impl FarmCore {
             && !self.lost_claim(&p.id)
             && p.connected
             && p.held.is_none()
+            && !p.identity.blocks()
             && PlateGate::can_start(p.state, p.plate_clear).is_ok()
     }
 
@@ -97,7 +98,9 @@ impl FarmCore {
         };
         // The gate, once more: the printer may have dropped, faulted or been
         // given an uncleared plate while the file was checked.
-        let gate = p.connected && PlateGate::can_start(p.state, p.plate_clear).is_ok();
+        let gate = p.connected
+            && !p.identity.blocks()
+            && PlateGate::can_start(p.state, p.plate_clear).is_ok();
         let (Some(path), true, false) = (path, gate, stopped || self.stopping) else {
             p.held = None;
             return;

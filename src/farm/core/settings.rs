@@ -1,6 +1,7 @@
 //! What the core is configured with, and what it starts from.
 
-use crate::store::{Job as JobRow, PrinterRow};
+use crate::store::{IdentityRow, Job as JobRow, PrinterRow};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -55,6 +56,9 @@ pub struct CoreSettings {
     /// assignments this long after the first broker connection, listening
     /// for another claimant (see `claims`). Zero: no listening.
     pub claim_listen: Duration,
+    /// Printers (`require_thermal_protection = true`) that take no job
+    /// while their firmware reports `Cap:THERMAL_PROTECTION:0`.
+    pub require_thermal_protection: BTreeSet<String>,
 }
 
 impl CoreSettings {
@@ -79,6 +83,7 @@ impl CoreSettings {
             clock_skew: Duration::from_secs(30),
             jitter_seed: 1,
             claim_listen: Duration::ZERO,
+            require_thermal_protection: BTreeSet::new(),
         }
     }
 }
@@ -89,4 +94,6 @@ impl CoreSettings {
 pub struct Snapshot {
     pub printers: Vec<(String, Option<String>, Option<PrinterRow>)>,
     pub jobs: Vec<JobRow>,
+    /// The printers' stored firmware identities.
+    pub identities: Vec<IdentityRow>,
 }

@@ -113,6 +113,7 @@ pub(super) fn control_request(req: Request, upload: Option<PathBuf>) -> ControlR
         },
         Request::CancelJob { job } => ControlRequest::CancelJob { job },
         Request::Clear { printer } => printer_cmd(printer, Command::ClearPlate),
+        Request::AcceptIdentity { printer } => ControlRequest::AcceptIdentity { printer },
         Request::Pause { printer } => printer_cmd(printer, Command::Pause),
         Request::Resume { printer } => printer_cmd(printer, Command::Resume),
         Request::EmergencyStop { printer } => printer_cmd(printer, Command::EmergencyStop),

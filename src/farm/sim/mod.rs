@@ -118,6 +118,7 @@ impl World {
                 .map(|r| (r.id.clone(), None, Some(r.clone())))
                 .collect(),
             jobs: store.open_jobs(),
+            identities: store.identities(),
         };
         let wall = UNIX_EPOCH + Duration::from_secs(1_750_000_000 + secs);
         let msgs = Messages::new(Some(Topics::new("gw-sim")));

@@ -6,13 +6,15 @@
 use crate::lifecycle::{
     job_transition_allowed, printer_transition_allowed, JobState, PrinterState,
 };
-use crate::store::{Applied, Batch, Job, PrinterRow, PurgedJob, Write};
+use crate::store::{Applied, Batch, IdentityRole, IdentityRow, Job, PrinterRow, PurgedJob, Write};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Default)]
 pub struct ModelStore {
     pub printers: BTreeMap<String, PrinterRow>,
     pub jobs: BTreeMap<String, Job>,
+    /// Firmware identities by printer and role (`known` or `held`).
+    pub identities: BTreeMap<(String, bool), IdentityRow>,
     /// Insertion order of jobs (the real store orders by created_at, rowid).
     order: Vec<String>,
 }
@@ -48,6 +50,11 @@ impl ModelStore {
             .filter(|j| !j.state.is_terminal())
             .cloned()
             .collect()
+    }
+
+    /// The stored firmware identities (the start-up snapshot).
+    pub fn identities(&self) -> Vec<IdentityRow> {
+        self.identities.values().cloned().collect()
     }
 
     /// Applies `batch` all or nothing, like one SQLite transaction. `Err`
@@ -146,6 +153,29 @@ impl ModelStore {
                     .ok_or_else(|| format!("unknown printer {id}"))?;
                 p.last_job = job.clone();
                 p.last_outcome = outcome.clone();
+            }
+            Write::Identity {
+                printer,
+                role,
+                identity,
+            } => {
+                if !self.printers.contains_key(printer) {
+                    return Err(format!("identity of unknown printer {printer}"));
+                }
+                let key = (printer.clone(), *role == IdentityRole::Held);
+                match identity {
+                    Some(identity) => {
+                        let row = IdentityRow {
+                            printer_id: printer.clone(),
+                            role: *role,
+                            identity: identity.clone(),
+                        };
+                        self.identities.insert(key, row);
+                    }
+                    None => {
+                        self.identities.remove(&key);
+                    }
+                }
             }
             Write::Purge { .. } => {
                 // Retention never touches open jobs; nothing to model.

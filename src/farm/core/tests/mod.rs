@@ -40,7 +40,13 @@ impl H {
         let snapshot = Snapshot {
             printers: vec![("p1".into(), None, None), ("p2".into(), None, None)],
             jobs: Vec::new(),
+            identities: Vec::new(),
         };
+        H::start(s, snapshot)
+    }
+
+    /// A core started from `snapshot` (a restart).
+    fn start(s: CoreSettings, snapshot: Snapshot) -> H {
         let t0 = Instant::now();
         let wall = base();
         let core = FarmCore::new(
@@ -290,6 +296,18 @@ impl H {
             .and_then(|p| p.held.as_ref().map(|h| (h.job.clone(), h.phase)))
     }
 
+    /// The last retained gateway status published.
+    fn gateway_status(&self) -> Option<Value> {
+        self.out.iter().rev().find_map(|e| match e {
+            Effect::Publish {
+                topic,
+                payload,
+                retain: true,
+            } if topic == "device/gateway/gw/status" => serde_json::from_slice(payload).ok(),
+            _ => None,
+        })
+    }
+
     fn state(&self, printer: &str) -> PrinterState {
         self.core
             .printers()
@@ -356,6 +374,7 @@ mod r11;
 mod r12;
 mod r13;
 mod r14;
+mod r14_identity;
 mod r16;
 
 mod claims;

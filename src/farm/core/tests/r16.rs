@@ -72,21 +72,7 @@ fn r16_a_later_claim_yields_until_the_other_claimant_is_gone() {
     h.tick(10);
     assert_eq!(count(&h), mark, "published for an id it yields");
     // The retained gateway status names the conflict.
-    let status = h
-        .out
-        .iter()
-        .rev()
-        .find_map(|e| match e {
-            Effect::Publish {
-                topic,
-                payload,
-                retain: true,
-            } if topic == "device/gateway/gw/status" => {
-                serde_json::from_slice::<Value>(payload).ok()
-            }
-            _ => None,
-        })
-        .expect("a retained status");
+    let status = h.gateway_status().expect("a retained status");
     assert_eq!(status["conflicts"]["p1"]["gateway"], "gw-07");
     assert_eq!(status["gatewayId"], "gw");
     // The other claimant goes quiet: after three heartbeat intervals the id

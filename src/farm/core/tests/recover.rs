@@ -58,6 +58,7 @@ fn r16_a_printer_caught_printing_is_written_awaiting_clear() {
             Some(printer_row(PrinterState::Printing, Some("j1"))),
         )],
         jobs: vec![job_row(JobState::Printing)],
+        identities: Vec::new(),
     };
     let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_749_976_200);
     let mut core = FarmCore::new(
