@@ -2,6 +2,10 @@
 //! Every run is against the in-process simulator on real pseudo-terminals;
 //! nothing here asserts a speed: the numbers go to the README.
 
+#[cfg(feature = "embedded-broker")]
+pub mod estop;
+#[cfg(feature = "embedded-broker")]
+mod estop_rig;
 mod farm;
 #[cfg(feature = "embedded-broker")]
 mod mqtt;
@@ -33,6 +37,11 @@ pub enum BenchOnly {
     /// SD-card wear: bytes written and fsyncs per printer-hour, printing,
     /// idle and with the broker down, over a time-scaled simulated hour.
     Sdwear(sdwear::SdwearArgs),
+    /// Emergency stop: MQTT publish to `M112` on the wire, farm idle and
+    /// farm busy (100 MB uploads scanned, fsyncs under the store). Heavy:
+    /// not part of the default run.
+    #[cfg(feature = "embedded-broker")]
+    Estop(estop::EstopArgs),
 }
 
 #[derive(Debug, Serialize)]
@@ -45,8 +54,11 @@ pub struct Report {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    if let Some(BenchOnly::Sdwear(a)) = args.only {
-        return sdwear::run(a);
+    match args.only {
+        Some(BenchOnly::Sdwear(a)) => return sdwear::run(a),
+        #[cfg(feature = "embedded-broker")]
+        Some(BenchOnly::Estop(a)) => return estop::run(a),
+        None => {}
     }
     let dir = TempDir::new("bench")?;
     let window = std::time::Duration::from_secs(if args.quick { 3 } else { 10 });
