@@ -147,9 +147,11 @@ pub fn measure(opts: &Options) -> anyhow::Result<EstopReport> {
     let idle = phase(&mut rig, &job, "idle", opts.count)?;
     let load = Load::start(&rig, &big)?;
     // One big job through already: the farm is in the thick of it.
-    rig.wait("the first big job uploaded, scanned, cancelled", 300, || {
-        load.big_jobs() > 0
-    })?;
+    rig.wait(
+        "the first big job uploaded, scanned, cancelled",
+        300,
+        || load.big_jobs() > 0,
+    )?;
     let busy = phase(&mut rig, &job, "busy", opts.count);
     let load = load.stop();
     Ok(EstopReport {
@@ -175,7 +177,10 @@ fn one_stop(rig: &mut Rig, job: &Path, id: &str, out: &mut Phase) -> anyhow::Res
         rig.printer(STOPPED)
             .is_some_and(|p| p.connected && ready(&p.state))
     })?;
-    if rig.printer(STOPPED).is_some_and(|p| p.state == "awaiting_clear") {
+    if rig
+        .printer(STOPPED)
+        .is_some_and(|p| p.state == "awaiting_clear")
+    {
         let clear = Request::Clear {
             printer: STOPPED.to_owned(),
         };
@@ -198,7 +203,9 @@ fn one_stop(rig: &mut Rig, job: &Path, id: &str, out: &mut Phase) -> anyhow::Res
     let streamed = sim.stats().bytes_in;
     rig.wait(&format!("{id} printing, heaters on"), 60, || {
         rig.printer(STOPPED).is_some_and(|p| {
-            p.state == "printing" && p.job.as_deref() == Some(id) && p.nozzle_target.is_some_and(|t| t > 0.0)
+            p.state == "printing"
+                && p.job.as_deref() == Some(id)
+                && p.nozzle_target.is_some_and(|t| t > 0.0)
         }) && sim.stats().bytes_in > streamed + 2_000
     })?;
     let before = sim.stats().m112_read_at;
@@ -207,7 +214,10 @@ fn one_stop(rig: &mut Rig, job: &Path, id: &str, out: &mut Phase) -> anyhow::Res
     // Polled often; the instant itself comes from the simulator's thread.
     let deadline = Instant::now() + Duration::from_secs(10);
     while at.is_none() && Instant::now() < deadline {
-        at = sim.stats().m112_read_at.filter(|t| Some(*t) != before && *t >= t0);
+        at = sim
+            .stats()
+            .m112_read_at
+            .filter(|t| Some(*t) != before && *t >= t0);
         if at.is_none() {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -215,7 +225,8 @@ fn one_stop(rig: &mut Rig, job: &Path, id: &str, out: &mut Phase) -> anyhow::Res
     let Some(at) = at else {
         anyhow::bail!("bench estop: no M112 reached {STOPPED} within 10 s of the publish ({id})");
     };
-    out.latencies_ms.push(at.duration_since(t0).as_secs_f64() * 1000.0);
+    out.latencies_ms
+        .push(at.duration_since(t0).as_secs_f64() * 1000.0);
     out.m112_seen += 1;
     let ended = rig.wait(&format!("{id} ended"), 60, || {
         crate::store::StoreReader::open(&rig.data)
