@@ -8,13 +8,16 @@
 //! streaming and heaters on, then the publish. Latency runs from the
 //! instant before the publish to the instant the simulator read the bytes
 //! holding `M112` from the pty (both clocks are this process's). Then the
-//! bench checks what must follow: the job ended, the printer came back,
-//! and the heaters are off (Marlin's kill turns them off; the gateway sends
-//! nothing after `M112`). Asserts no speed; the numbers go to the README.
+//! bench checks what must follow: the job ended; then, after a power cycle
+//! (a halted Marlin answers nothing until reset, and the gateway does not
+//! reset it), the printer is back with the plate to confirm, no job and
+//! both heater targets 0 (nothing resumed or heated again). Asserts no
+//! speed; the numbers go to the README.
 
-use super::estop_rig::{write_job, Load, LoadTally, Rig, LOADED, STOPPED};
+use super::estop_rig::{Load, LoadTally, Rig, LOADED, STOPPED};
 use crate::control::Request;
 use serde::Serialize;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -254,4 +257,27 @@ fn one_stop(rig: &mut Rig, job: &Path, id: &str, out: &mut Phase) -> anyhow::Res
         out.heaters_off += 1;
     }
     Ok(())
+}
+
+/// A slicer-like file of about `bytes` bytes that heats up first (so the
+/// heaters' state after the stop says something).
+fn write_job(path: &Path, bytes: u64) -> anyhow::Result<u64> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(f, "; printgate bench estop\nG21\nG90\nM82\nM140 S60\nM104 S200\nM190 S60\nM109 S200\nG28\nG92 E0")?;
+    let mut written = 0u64;
+    let mut i = 0u64;
+    while written < bytes {
+        let line = format!(
+            "G1 X{:.3} Y{:.3} E{:.5}\n",
+            20.0 + (i % 160) as f64 * 0.75,
+            20.0 + (i * 7 % 160) as f64 * 0.75,
+            i as f64 * 0.0331
+        );
+        f.write_all(line.as_bytes())?;
+        written += line.len() as u64;
+        i += 1;
+    }
+    writeln!(f, "M104 S0\nM140 S0\nM84")?;
+    f.flush()?;
+    Ok(std::fs::metadata(path)?.len())
 }

@@ -206,29 +206,6 @@ impl Publisher {
     }
 }
 
-/// A slicer-like file of about `bytes` bytes that heats up first (so the
-/// heaters' state after the stop says something).
-pub fn write_job(path: &Path, bytes: u64) -> anyhow::Result<u64> {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    writeln!(f, "; printgate bench estop\nG21\nG90\nM82\nM140 S60\nM104 S200\nM190 S60\nM109 S200\nG28\nG92 E0")?;
-    let mut written = 0u64;
-    let mut i = 0u64;
-    while written < bytes {
-        let line = format!(
-            "G1 X{:.3} Y{:.3} E{:.5}\n",
-            20.0 + (i % 160) as f64 * 0.75,
-            20.0 + (i * 7 % 160) as f64 * 0.75,
-            i as f64 * 0.0331
-        );
-        f.write_all(line.as_bytes())?;
-        written += line.len() as u64;
-        i += 1;
-    }
-    writeln!(f, "M104 S0\nM140 S0\nM84")?;
-    f.flush()?;
-    Ok(std::fs::metadata(path)?.len())
-}
-
 /// What the load did while it ran.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct LoadTally {
