@@ -2,6 +2,10 @@
 //! Every run is against the in-process simulator on real pseudo-terminals;
 //! nothing here asserts a speed: the numbers go to the README.
 
+#[cfg(feature = "embedded-broker")]
+pub mod estop;
+#[cfg(feature = "embedded-broker")]
+mod estop_rig;
 mod farm;
 mod lost_ok;
 mod lost_ok_drive;
@@ -38,6 +42,11 @@ pub enum BenchOnly {
     /// Lost `ok`s: the same job with and without them, stock Marlin and
     /// Marlin with ADVANCED_OK; the wall-time ratio and the recovery time.
     LostOk(lost_ok::LostOkArgs),
+    /// Emergency stop: MQTT publish to `M112` on the wire, farm idle and
+    /// farm busy (100 MB uploads scanned, fsyncs under the store). Heavy:
+    /// not part of the default run.
+    #[cfg(feature = "embedded-broker")]
+    Estop(estop::EstopArgs),
 }
 
 #[derive(Debug, Serialize)]
@@ -54,6 +63,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.only {
         Some(BenchOnly::Sdwear(a)) => return sdwear::run(a),
         Some(BenchOnly::LostOk(a)) => return lost_ok::run_cli(a),
+        #[cfg(feature = "embedded-broker")]
+        Some(BenchOnly::Estop(a)) => return estop::run(a),
         None => {}
     }
     let dir = TempDir::new("bench")?;
