@@ -7,6 +7,7 @@
 //! Stop (SIGTERM/SIGINT): the farm stops taking jobs and leaves every
 //! printer safe, the link publishes `offline`, the store flushes and closes.
 
+mod dispatch;
 pub(crate) mod wiring;
 
 use crate::config::Config;

@@ -1,24 +1,22 @@
 //! The daemon's plumbing: signals, settings translation, the MQTT link with
 //! its outbox pump and inbound dispatcher, the queue client, systemd glue.
 
+use super::dispatch::{dispatch, triage, Dispatch, EstopPath};
 use crate::config::{Config, SerialSettings};
-use crate::farm::core::fresh::{self, Freshness};
+use crate::farm::core::fresh::Freshness;
 use crate::farm::{CoreSettings, FarmInput, RobotRule, Trigger};
 use crate::mqtt::discovery::{self, DeviceInfo};
-use crate::mqtt::inbound::{parse_inbound, Inbound, InboundError, InboundErrorKind};
-use crate::mqtt::link::{self, LinkEvent, OutboxMessage};
-use crate::mqtt::payload::Command;
+use crate::mqtt::link::{self, OutboxMessage};
 use crate::mqtt::settings::link_settings;
-use crate::mqtt::topics::{InTopic, Topics};
 use crate::printer::PrinterHandle;
 use crate::source::{QueueClient, QueueSettings};
 use crate::store::Store;
 use anyhow::Context;
-use log::{debug, error, info, warn};
+use log::error;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -212,7 +210,8 @@ impl Mqtt {
 }
 
 /// Starts the MQTT side when the config has `[mqtt]`: the link (settings
-/// from [`link_settings`]), the outbox pump and the inbound dispatcher.
+/// from [`link_settings`]), the outbox pump, and the inbound triage (the
+/// out-of-band emergency stop) and dispatcher.
 pub fn start_mqtt(
     config: &Config,
     store: Store,
@@ -251,8 +250,16 @@ pub fn start_mqtt(
         max_age: Duration::from_secs(m.max_message_age_s),
         skew: Duration::from_secs(m.clock_skew_s),
     };
+    let (triaged_tx, triaged_rx) = mpsc::unbounded_channel();
+    let estop = EstopPath {
+        topics: topics.clone(),
+        printers: printers.clone(),
+        handles: estop,
+        freshness,
+    };
+    let triage = tokio::spawn(triage(events_rx, estop, triaged_tx));
     let dispatcher = tokio::spawn(dispatch(
-        events_rx,
+        triaged_rx,
         Dispatch {
             store,
             topics,
@@ -260,13 +267,11 @@ pub fn start_mqtt(
             farm,
             volatile: volatile.clone(),
             discovery: discovery.unwrap_or_default(),
-            estop,
-            freshness,
         },
     ));
     Ok(Some(Mqtt {
         volatile,
-        tasks: vec![pump, dispatcher],
+        tasks: vec![pump, triage, dispatcher],
         forwarder,
     }))
 }
@@ -323,197 +328,6 @@ fn with_seq(payload: Vec<u8>, seq: u64) -> Vec<u8> {
             serde_json::to_vec(&map).unwrap_or(payload)
         }
         _ => payload,
-    }
-}
-
-/// Home Assistant's `online` republishes discovery at most this often (a
-/// flood of `online` messages must not turn into a flood of retained writes).
-const DISCOVERY_MIN_INTERVAL: Duration = Duration::from_secs(60);
-
-/// What the dispatcher needs besides the link's events.
-pub struct Dispatch {
-    pub store: Store,
-    pub topics: Topics,
-    pub printers: Vec<String>,
-    pub farm: mpsc::Sender<FarmInput>,
-    pub volatile: mpsc::Sender<(String, Vec<u8>, bool)>,
-    pub discovery: Vec<discovery::DiscoveryConfig>,
-    /// Each printer task's handle, for `M112` out of band.
-    pub estop: BTreeMap<String, PrinterHandle>,
-    pub freshness: Freshness,
-}
-
-/// What the link reports: deliveries delete outbox rows, inbound messages
-/// are validated and handed to the farm (with their PUBACK, which the farm
-/// sends once it has stored what it must). An emergency stop goes to its
-/// printer task from here, before the farm sees it: it never waits behind
-/// the farm's work.
-async fn dispatch(mut events: mpsc::Receiver<LinkEvent>, d: Dispatch) {
-    // On every connect the configs go out; on Home Assistant's `online` at
-    // most once a minute.
-    let mut asked: Option<Instant> = None;
-    let mut announce = |volatile: &mpsc::Sender<(String, Vec<u8>, bool)>, by_request: bool| {
-        if by_request {
-            if asked.is_some_and(|t| t.elapsed() < DISCOVERY_MIN_INTERVAL) {
-                debug!("discovery asked for again within a minute; skipped");
-                return;
-            }
-            asked = Some(Instant::now());
-        }
-        for c in &d.discovery {
-            if volatile
-                .try_send((c.topic.clone(), c.payload_bytes(), true))
-                .is_err()
-            {
-                debug!("discovery config for {} not queued (link busy)", c.topic);
-            }
-        }
-    };
-    while let Some(event) = events.recv().await {
-        match event {
-            LinkEvent::Delivered { seq } => {
-                if let Err(e) = d.store.outbox_delivered(seq).await {
-                    error!("outbox: cannot delete delivered row {seq}: {e}");
-                }
-            }
-            LinkEvent::Rejected { seq, reason } => {
-                error!("outbox row {seq} cannot be published ({reason}); dropped");
-                if let Err(e) = d.store.outbox_delivered(seq).await {
-                    error!("outbox: cannot drop row {seq}: {e}");
-                }
-            }
-            LinkEvent::Connected => {
-                info!("mqtt: connected");
-                announce(&d.volatile, false);
-                if d.farm.send(FarmInput::BrokerConnected).await.is_err() {
-                    debug!("farm stopped");
-                }
-            }
-            LinkEvent::Disconnected { reason } => info!("mqtt: disconnected: {reason}"),
-            LinkEvent::Discarded { reason, count } => info!("mqtt: {count} × {reason}"),
-            LinkEvent::Inbound(msg) => {
-                if let Some(input) = inbound(&d, msg, &mut announce) {
-                    if d.farm.send(input).await.is_err() {
-                        debug!("farm stopped; inbound message dropped (the broker redelivers it)");
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// One inbound message as a farm input (or `None`: handled here).
-fn inbound(
-    d: &Dispatch,
-    msg: crate::mqtt::link::InboundMessage,
-    announce: &mut impl FnMut(&mpsc::Sender<(String, Vec<u8>, bool)>, bool),
-) -> Option<FarmInput> {
-    let retained = msg.retain;
-    let ack = msg.ack;
-    match parse_inbound(&d.topics, &msg.topic, &msg.payload, &d.printers) {
-        Ok(Inbound::Assignment {
-            printer,
-            assignment,
-            warnings,
-        }) => Some(FarmInput::Assignment {
-            printer,
-            assignment,
-            warnings,
-            ack: Some(ack),
-        }),
-        Ok(Inbound::RobotProgress { progress, .. }) => {
-            // A lost clear is safe (the plate waits): no need to hold the ack.
-            ack.ack();
-            Some(FarmInput::Robot { progress, retained })
-        }
-        Ok(Inbound::Command { printer, command }) => {
-            let estop_sent = command.command == Command::EmergencyStop
-                && fresh::check(
-                    retained,
-                    command.timestamp.as_deref(),
-                    SystemTime::now(),
-                    d.freshness,
-                )
-                .is_ok()
-                && d.estop
-                    .get(&printer)
-                    .is_some_and(|h| h.emergency_stop().is_ok());
-            if estop_sent {
-                warn!("printer {printer}: emergency stop (sent at once)");
-            }
-            Some(FarmInput::Command {
-                printer,
-                msg: command,
-                retained,
-                estop_sent,
-                ack: Some(ack),
-            })
-        }
-        Ok(Inbound::Trigger { index, .. }) => {
-            ack.ack();
-            d.topics.triggers().get(index).map(|t| FarmInput::Trigger {
-                topic: t.clone(),
-                retained,
-            })
-        }
-        Ok(Inbound::PeerProgress {
-            printer,
-            gateway,
-            claimed_at,
-        }) => {
-            ack.ack();
-            // Our own messages come back (we listen to our printers' topics
-            // only to notice another claimant); a retained one is history,
-            // not a live claimant.
-            if retained || gateway.as_deref() == Some(d.topics.gateway_id()) {
-                return None;
-            }
-            Some(FarmInput::PeerProgress {
-                printer,
-                gateway,
-                claimed_at,
-            })
-        }
-        Ok(Inbound::HomeAssistantStatus { online }) => {
-            ack.ack();
-            if online {
-                announce(&d.volatile, true);
-            }
-            None
-        }
-        // Robots report on every gateway's printers: normal farm traffic,
-        // not bad input (no event, no warning).
-        Err(InboundError {
-            kind: InboundErrorKind::UnknownPrinter { printer },
-            ..
-        }) if matches!(
-            d.topics.classify(&msg.topic),
-            Some(InTopic::RobotProgress { .. })
-        ) =>
-        {
-            debug!("robot report about printer {printer:?}: not on this gateway");
-            ack.ack();
-            None
-        }
-        Err(e) => {
-            let (printer, kind) = match d.topics.classify(&msg.topic) {
-                Some(InTopic::Assignment { printer }) => (Some(printer), "assignment"),
-                Some(InTopic::Command { printer }) => (Some(printer), "command"),
-                Some(InTopic::Progress { .. }) => (None, "progress"),
-                Some(InTopic::RobotProgress { .. }) => (None, "robot"),
-                Some(InTopic::Trigger { .. }) => (None, "trigger"),
-                Some(InTopic::HomeAssistantStatus) => (None, "homeassistant"),
-                None => (None, "unknown"),
-            };
-            // An unknown printer id must not become our event topic.
-            let printer = printer.filter(|p| d.printers.contains(p));
-            Some(FarmInput::Invalid {
-                printer,
-                kind: kind.to_owned(),
-                problem: e.to_string(),
-                ack: Some(ack),
-            })
-        }
     }
 }
 

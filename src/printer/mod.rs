@@ -25,6 +25,8 @@ mod task;
 #[cfg(test)]
 mod task_tests;
 
+#[cfg(test)]
+pub(crate) use handle::Urgent;
 pub use handle::{PrinterGone, PrinterHandle};
 pub use task::spawn;
 
