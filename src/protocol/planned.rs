@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn a_full_planner_frees_a_slot_when_its_oldest_move_ends() {
-        let t0 = Instant::now();
+        let t0 = crate::protocol::tests::start();
         let mut p = PlannedMoves::default();
         for _ in 0..PLANNER_DEPTH - 1 {
             p.planned(t0, 100_000); // 100 ms each, 150 ms with margin
@@ -138,7 +138,7 @@ mod tests {
 
     #[test]
     fn moves_that_ended_by_the_estimate_leave_the_planner() {
-        let t0 = Instant::now();
+        let t0 = crate::protocol::tests::start();
         let mut p = PlannedMoves::default();
         for _ in 0..PLANNER_DEPTH {
             p.planned(t0, 10_000); // 15 ms each
@@ -158,7 +158,7 @@ mod tests {
     fn an_instant_printer_never_runs_the_estimate_away() {
         // Oks faster than the moves could run (an unpaced simulator): the
         // floor stays one move ahead of the last ok, never hours.
-        let t0 = Instant::now();
+        let t0 = crate::protocol::tests::start();
         let mut p = PlannedMoves::default();
         for i in 0..10_000u64 {
             p.planned(t0 + Duration::from_micros(i * 100), 2_000_000);

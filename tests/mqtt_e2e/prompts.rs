@@ -135,3 +135,66 @@ fn answer(rig: &Rig, choice: usize, text: &str) {
     });
     assert_eq!(a.json["type"], "command_accepted", "{text}: {:?}", a.json);
 }
+
+/// Klipper through its pseudo-terminal (issue 14, item 5): the same job,
+/// states and MQTT flow as Marlin. Its runout is `// action:pause` (a pause
+/// the host must end): `paused` by the printer, then the farm's `resume`
+/// sends `RESUME`, and the job completes exactly once.
+#[test]
+fn klipper_prints_pauses_and_resumes_like_marlin() {
+    let rig = Rig::start(
+        broker(),
+        Spec {
+            name: "klipper",
+            prefix: "klp/",
+            gateway: "gw-klp",
+            discovery: "ha-klp",
+            printers: &["p1"],
+            sim_args: &[
+                "--firmware",
+                "klipper",
+                "--baud",
+                "115200",
+                "--runout-after",
+                "300",
+            ],
+            queue_manager: None,
+            triggers: &[],
+        },
+    );
+    let m = &rig.mirror;
+    let (progress, command) = (
+        rig.topic("printer/p1/progress"),
+        rig.topic("printer/p1/command"),
+    );
+    m.publish(&command, br#"{"command":"clear_plate"}"#);
+    m.wait_msg("p1 idle", 0, |m| {
+        m.topic == progress && m.json["state"] == "idle"
+    });
+    let moves = rig.add_job("p1", "job-k", 6, 1200);
+    let (at, paused) = m.wait_msg("p1 paused by Klipper", 0, |m| {
+        m.topic == progress && m.json["state"] == "paused"
+    });
+    assert_eq!(paused.json["pausedBy"], "printer", "{:?}", paused.json);
+    let now = printgate::mqtt::payload::rfc3339(std::time::SystemTime::now());
+    m.publish(
+        &command,
+        format!(r#"{{"command":"resume","timestamp":"{now}"}}"#).as_bytes(),
+    );
+    m.wait_msg("p1 printing again", at, |m| {
+        m.topic == progress && m.json["state"] == "printing"
+    });
+    let (_, done) = m.wait_msg("job-k ended", at, |m| {
+        m.topic == progress && m.json["state"] == "awaiting_clear"
+    });
+    assert_eq!(done.json["outcome"], "completed", "{:?}", done.json);
+    assert_eq!(done.json["status"], "idle");
+    assert_eq!(done.json["progress"], 100);
+    let printed = executed_moves(&rig.sim_log("p1"));
+    assert_eq!(printed, moves, "every move exactly once, in order");
+    let counts = check_all(&rig, &m.since(0));
+    eprintln!(
+        "mqtt klipper: {} moves once, paused and resumed; {counts:?}",
+        printed.len()
+    );
+}

@@ -9,6 +9,11 @@ mod recovery;
 use super::*;
 use std::time::{Duration, Instant};
 
+/// Where a test's clock starts (the core never reads a clock itself).
+pub(super) fn start() -> Instant {
+    Instant::now()
+}
+
 pub(super) struct Harness {
     pub(super) core: HostProtocol,
     pub(super) now: Instant,
@@ -17,7 +22,7 @@ pub(super) struct Harness {
 
 impl Harness {
     pub(super) fn new(cfg: Config) -> Self {
-        let now = Instant::now();
+        let now = start();
         Harness {
             core: HostProtocol::new(cfg, now),
             now,
