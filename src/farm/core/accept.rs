@@ -8,7 +8,7 @@ use super::{AckId, Effect, FarmCore, ReplyId};
 use crate::control::Response;
 use crate::lifecycle::JobState;
 use crate::mqtt::payload::Assignment;
-use crate::store::{Applied, JobSource, NewJob, Write};
+use crate::store::{Applied, JobSource, NewJob, OutboxItem, Write};
 use log::{info, warn};
 use std::path::PathBuf;
 
@@ -140,6 +140,7 @@ impl FarmCore {
                 order,
                 stored: false,
                 file_pending: false,
+                stop_answer: None,
                 stop: fail.clone().map(Stop::Cancel),
             },
         );
@@ -190,7 +191,14 @@ impl FarmCore {
         let response = match result {
             Ok(Applied::Duplicate) => {
                 if self.jobs.get(job).is_some_and(|j| !j.stored) {
-                    self.jobs.remove(job);
+                    if let Some(j) = self.jobs.remove(job) {
+                        self.answer_stop(
+                            j.stop_answer,
+                            Response::err(format!(
+                                "job {job} is an earlier job's id: nothing cancelled"
+                            )),
+                        );
+                    }
                 }
                 info!("job {job} already known; ignored");
                 if let Some((upload, _)) = spool {
@@ -202,14 +210,22 @@ impl FarmCore {
                 let mut cancel = None;
                 if let Some(j) = self.jobs.get_mut(job) {
                     j.stored = true;
+                    let answer = j.stop_answer.take();
                     if j.state.is_terminal() {
                         self.jobs.remove(job);
+                        self.answer_stop(answer, Response::ok(format!("job {job} cancelled")));
                     } else if j.stop.is_some() {
-                        cancel = Some(j.printer.clone());
+                        cancel = Some((j.printer.clone(), answer.unwrap_or((None, None))));
                     }
                 }
-                if let Some(printer) = cancel {
-                    self.write_cancel(job, printer.as_deref(), "cancelled by operator", None, None);
+                if let Some((printer, (reply, event))) = cancel {
+                    self.write_cancel(
+                        job,
+                        printer.as_deref(),
+                        "cancelled by operator",
+                        reply,
+                        event,
+                    );
                 }
                 if let Some((from, to)) = spool {
                     // Answered once the file is in place.
@@ -226,8 +242,14 @@ impl FarmCore {
                 Response::ok(format!("job {job} accepted"))
             }
             Err(e) => {
-                // Refused for good, or (an operator waiting) not stored now.
-                self.jobs.remove(job);
+                // Refused for good, or (an operator waiting) not stored now:
+                // it never runs, so a cancel waiting for it is done.
+                if let Some(j) = self.jobs.remove(job) {
+                    self.answer_stop(
+                        j.stop_answer,
+                        Response::ok(format!("job {job} cancelled (it was never stored)")),
+                    );
+                }
                 if let Some((upload, _)) = spool {
                     self.push(Effect::RemoveFile { path: upload });
                 }
@@ -239,6 +261,25 @@ impl FarmCore {
         }
         for a in acks {
             self.push(Effect::Ack(a));
+        }
+    }
+
+    /// Gives a cancel's held-back answer (see `Job::stop_answer`).
+    fn answer_stop(
+        &mut self,
+        answer: Option<(Option<ReplyId>, Option<OutboxItem>)>,
+        response: Response,
+    ) {
+        let Some((reply, event)) = answer else {
+            return;
+        };
+        let ok = response.ok;
+        if let Some(id) = reply {
+            self.reply(id, response);
+        }
+        // The event says the cancel was accepted: only if it was.
+        if ok {
+            self.announce(event);
         }
     }
 

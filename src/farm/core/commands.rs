@@ -296,9 +296,13 @@ impl FarmCore {
         }
         if !j.stored {
             // Its insert is still on the way: it will never start, and the
-            // cancel is written once the row exists (or is dropped with it
-            // if the id turns out to be an old job's).
+            // cancel is written (and answered) once the row exists, or
+            // answered when the insert is refused.
             j.stop = Some(Stop::Cancel("cancelled by operator".into()));
+            if reply.is_some() || event.is_some() {
+                j.stop_answer = Some((reply, event));
+                return Ok(None);
+            }
             return Ok(Some(format!("job {job} cancelled before it was stored")));
         }
         j.stop = Some(Stop::Cancel("cancelled by operator".into()));

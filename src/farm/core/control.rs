@@ -193,6 +193,7 @@ impl FarmCore {
                 order,
                 stored: false,
                 file_pending: true,
+                stop_answer: None,
                 stop: None,
             },
         );

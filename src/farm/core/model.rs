@@ -216,6 +216,10 @@ pub struct Job {
     pub file_pending: bool,
     /// Cancelled or e-stopped: never starts, whatever the store says yet.
     pub stop: Option<Stop>,
+    /// The answer to a cancel heard before the job's insert was durable:
+    /// given with the durable cancel (an answer before it would be a
+    /// promise a crash could break).
+    pub stop_answer: Option<(Option<super::ReplyId>, Option<crate::store::OutboxItem>)>,
 }
 
 impl Job {

@@ -152,6 +152,7 @@ fn job_from_row(row: crate::store::Job, state: JobState, order: u64) -> super::m
         order,
         stored: true,
         file_pending: false,
+        stop_answer: None,
         stop: None,
     }
 }

@@ -90,7 +90,7 @@ fn without_faults_every_job_completes() {
 /// seed range above never drops them.
 #[test]
 fn regression_seeds() {
-    for seed in [0, 9, 13, 46, 157, 1073] {
+    for seed in [0, 9, 13, 46, 157, 1073, 2041] {
         // As they were found: before runouts were simulated.
         let mut plan = Plan::standard(seed);
         plan.faults.runout = 0.0;
