@@ -38,6 +38,29 @@ struct Started {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Starts job `j1` from `path`, cancels it at once, and returns its
+/// `JobFinished` report.
+async fn start_then_cancel(
+    p: &mut Started,
+    path: PathBuf,
+    summary: job_file::Summary,
+) -> ReportKind {
+    p.handle
+        .send(PrinterCommand::StartJob {
+            job_id: "j1".into(),
+            path,
+            summary,
+            session: 0,
+        })
+        .await
+        .unwrap();
+    p.handle.send(PrinterCommand::Cancel).await.unwrap();
+    expect(&mut p.reports, "JobFinished", |k| {
+        matches!(k, ReportKind::JobFinished { .. })
+    })
+    .await
+}
+
 fn start(s: PrinterSettings, report_capacity: usize) -> Started {
     let (tx, reports) = mpsc::channel(report_capacity);
     let (handle, task) = super::spawn(s, tx);
@@ -192,20 +215,7 @@ async fn r12_4_cancel_clears_a_job_held_back_by_the_handshake() {
     let fake = fake_printer(dir.path());
     fake.answer.send(false).unwrap(); // hold the handshake
     let mut p = start(settings(&fake.link), 64);
-    p.handle
-        .send(PrinterCommand::StartJob {
-            job_id: "j1".into(),
-            path,
-            summary,
-            session: 0,
-        })
-        .await
-        .unwrap();
-    p.handle.send(PrinterCommand::Cancel).await.unwrap();
-    let finished = expect(&mut p.reports, "JobFinished", |k| {
-        matches!(k, ReportKind::JobFinished { .. })
-    })
-    .await;
+    let finished = start_then_cancel(&mut p, path, summary).await;
     let ReportKind::JobFinished {
         job_id,
         outcome,
@@ -364,20 +374,7 @@ fn r12_7_a_blocking_job_file_does_not_stall_the_printer_task() {
                 matches!(k, ReportKind::Connected(_))
             })
             .await;
-            p.handle
-                .send(PrinterCommand::StartJob {
-                    job_id: "j1".into(),
-                    path: fifo2,
-                    summary,
-                    session: 0,
-                })
-                .await
-                .unwrap();
-            p.handle.send(PrinterCommand::Cancel).await.unwrap();
-            let finished = expect(&mut p.reports, "JobFinished", |k| {
-                matches!(k, ReportKind::JobFinished { .. })
-            })
-            .await;
+            let finished = start_then_cancel(&mut p, fifo2, summary).await;
             done_tx.send(format!("{finished:?}")).unwrap();
             p.handle.send(PrinterCommand::Shutdown).await.unwrap();
             expect(&mut p.reports, "Stopped", |k| {

@@ -14,19 +14,7 @@ const MAX_PROMPTS: usize = 12;
 
 #[test]
 fn a_runout_pauses_prompts_and_is_answered_over_mqtt() {
-    let rig = Rig::start(
-        broker(),
-        Spec {
-            name: "prompts",
-            prefix: "prm/",
-            gateway: "gw-prm",
-            discovery: "ha-prm",
-            printers: &["p1"],
-            sim_args: &["--baud", "115200", "--runout-after", "400"],
-            queue_manager: None,
-            triggers: &[],
-        },
-    );
+    let rig = one_printer("prm", &["--baud", "115200", "--runout-after", "400"]);
     let m = &rig.mirror;
     let (progress, prompt, command) = (
         rig.topic("printer/p1/progress"),
@@ -120,6 +108,25 @@ fn a_runout_pauses_prompts_and_is_answered_over_mqtt() {
     );
 }
 
+/// A gateway `gw-<tag>` with one simulated printer `p1`, topics under `<tag>/`.
+fn one_printer(tag: &str, sim_args: &[&str]) -> Rig {
+    let (prefix, gateway, discovery) =
+        (format!("{tag}/"), format!("gw-{tag}"), format!("ha-{tag}"));
+    Rig::start(
+        broker(),
+        Spec {
+            name: tag,
+            prefix: &prefix,
+            gateway: &gateway,
+            discovery: &discovery,
+            printers: &["p1"],
+            sim_args,
+            queue_manager: None,
+            triggers: &[],
+        },
+    )
+}
+
 /// Publishes a `prompt_answer` and waits for it to be accepted.
 fn answer(rig: &Rig, choice: usize, text: &str) {
     let m = &rig.mirror;
@@ -142,25 +149,16 @@ fn answer(rig: &Rig, choice: usize, text: &str) {
 /// sends `RESUME`, and the job completes exactly once.
 #[test]
 fn klipper_prints_pauses_and_resumes_like_marlin() {
-    let rig = Rig::start(
-        broker(),
-        Spec {
-            name: "klipper",
-            prefix: "klp/",
-            gateway: "gw-klp",
-            discovery: "ha-klp",
-            printers: &["p1"],
-            sim_args: &[
-                "--firmware",
-                "klipper",
-                "--baud",
-                "115200",
-                "--runout-after",
-                "300",
-            ],
-            queue_manager: None,
-            triggers: &[],
-        },
+    let rig = one_printer(
+        "klp",
+        &[
+            "--firmware",
+            "klipper",
+            "--baud",
+            "115200",
+            "--runout-after",
+            "300",
+        ],
     );
     let m = &rig.mirror;
     let (progress, command) = (
