@@ -57,6 +57,15 @@ pub(super) struct DriverArgs {
     pub stop: oneshot::Receiver<()>,
 }
 
+/// Tells the spawner how the start went. The spawner waits on `ready`; if
+/// it is gone (it gave up), there is nobody to tell and the thread's own
+/// result says the rest.
+fn report_start(ready: &mpsc::Sender<Result<(), SimError>>, result: Result<(), SimError>) {
+    if ready.send(result).is_err() {
+        log::debug!("sim: nobody waits for the simulator's start any more");
+    }
+}
+
 /// The simulator thread: reports start-up success on `ready`, runs until
 /// stopped, returns the final counters.
 pub(super) fn run_thread(args: DriverArgs, ready: mpsc::Sender<Result<(), SimError>>) -> SimStats {
@@ -67,7 +76,7 @@ pub(super) fn run_thread(args: DriverArgs, ready: mpsc::Sender<Result<(), SimErr
     let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
-            let _ = ready.send(Err(SimError::Thread(e)));
+            report_start(&ready, Err(SimError::Thread(e)));
             return SimStats::default();
         }
     };
@@ -82,11 +91,11 @@ pub(super) fn run_thread(args: DriverArgs, ready: mpsc::Sender<Result<(), SimErr
     let (master, _link_guard) = match open_pty(&link) {
         Ok(opened) => opened,
         Err(e) => {
-            let _ = ready.send(Err(e));
+            report_start(&ready, Err(e));
             return SimStats::default();
         }
     };
-    let _ = ready.send(Ok(()));
+    report_start(&ready, Ok(()));
     runtime.block_on(async move {
         let mut driver = Driver {
             model: Marlin::new(&cfg, Instant::now()),

@@ -255,11 +255,20 @@ pub struct LinkHandle {
 impl LinkHandle {
     /// QoS 0, never queued: dropped when offline (heartbeats, idle progress).
     pub fn publish_volatile(&self, topic: String, payload: Vec<u8>, retain: bool) {
-        let _ = self.control.send(Control::Volatile {
-            topic,
-            payload,
-            retain,
-        });
+        // A heartbeat is a last value: once the link task has ended
+        // (shutdown) there is nobody to publish it, and the next one
+        // supersedes it anyway.
+        if self
+            .control
+            .send(Control::Volatile {
+                topic,
+                payload,
+                retain,
+            })
+            .is_err()
+        {
+            log::debug!("mqtt: link stopped; volatile publish dropped");
+        }
     }
 
     /// Replaces the birth and Last Will payloads (e.g. a fresh timestamp or
@@ -267,7 +276,11 @@ impl LinkHandle {
     /// holds the will given at connect time, so a new will applies from the
     /// next connect too, and at shutdown at once.
     pub fn set_status(&self, birth: Vec<u8>, will: Vec<u8>) {
-        let _ = self.control.send(Control::Status { birth, will });
+        // The link task has ended (shutdown): its last will was already
+        // published or handed to the broker; nothing is left to update.
+        if self.control.send(Control::Status { birth, will }).is_err() {
+            log::debug!("mqtt: link stopped; status update dropped");
+        }
     }
 
     /// Waits for the link to finish after shutdown was signalled.
