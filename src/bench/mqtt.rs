@@ -66,7 +66,9 @@ pub fn run(dir: &Path, backlog: usize) -> anyhow::Result<MqttReport> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let drain = t.elapsed().as_secs_f64();
-        let _ = stop_tx.send(true);
+        if stop_tx.send(true).is_err() {
+            log::debug!("bench: the link had already stopped");
+        }
         mqtt.stop().await;
         store.close().await?;
         Ok(MqttReport {

@@ -210,7 +210,10 @@ impl Robot {
 
     /// Disconnects; returns the final observations.
     pub async fn stop(self) -> Observed {
-        let _ = self.stop.send(true);
+        // A robot task that already ended has nothing left to stop.
+        if self.stop.send(true).is_err() {
+            log::debug!("robot: already stopped");
+        }
         let _ = tokio::time::timeout(Duration::from_secs(3), self.task).await;
         self.observed.borrow().clone()
     }
@@ -245,7 +248,9 @@ impl Io {
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     if let Some(ready) = self.ready.take() {
-                        let _ = ready.send(());
+                        if ready.send(()).is_err() {
+                            log::debug!("robot: subscribed after the demo stopped waiting");
+                        }
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {

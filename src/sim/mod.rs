@@ -283,7 +283,11 @@ impl SimHandle {
 
     fn shutdown(&mut self) -> Option<SimStats> {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            // The thread may have ended on its own (a start failure): the
+            // join below collects what it left.
+            if stop.send(()).is_err() {
+                log::debug!("sim: the simulator thread had already stopped");
+            }
         }
         self.thread.take().and_then(|t| t.join().ok())
     }

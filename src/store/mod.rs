@@ -141,8 +141,11 @@ impl Store {
     ) -> Pending<T> {
         let (tx, rx) = oneshot::channel();
         let work: Work = Box::new(move |w| {
-            // The caller may have stopped waiting; that is its business.
-            let _ = tx.send(f(w));
+            // The caller may have stopped waiting (the write itself is
+            // done either way); that is its business.
+            if tx.send(f(w)).is_err() {
+                log::debug!("store: a write finished after its caller stopped waiting");
+            }
         });
         match self.ops.send(Op::Run(work)) {
             Ok(()) => Pending {

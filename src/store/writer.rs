@@ -81,11 +81,15 @@ pub(crate) fn spawn(
             Ok(wal) => {
                 // `open` is waiting on the other end; if it gave up there is
                 // nobody to serve and the loop ends with the channel.
-                let _ = ready_tx.send(Ok(()));
+                if ready_tx.send(Ok(())).is_err() {
+                    log::debug!("store: opened after the opener gave up");
+                }
                 run(Writer { conn, wal }, rx, idle);
             }
             Err(e) => {
-                let _ = ready_tx.send(Err(e));
+                if let Err(e) = ready_tx.send(Err(e)) {
+                    log::warn!("store: could not start, and nobody waits: {:?}", e.0);
+                }
             }
         })
         .map_err(StoreError::Thread)?;
@@ -118,7 +122,9 @@ fn run(mut writer: Writer, ops: mpsc::Receiver<Op>, idle: Duration) {
                     .close()
                     .map_err(|(_, err)| StoreError::from(err));
                 // The caller may have stopped waiting for the close.
-                let _ = done.send(result);
+                if let Err(e) = done.send(result) {
+                    log::debug!("store: closed ({e:?}) after its caller stopped waiting");
+                }
                 return;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
