@@ -38,13 +38,8 @@ struct Started {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Starts job `j1` from `path`, cancels it at once, and returns its
-/// `JobFinished` report.
-async fn start_then_cancel(
-    p: &mut Started,
-    path: PathBuf,
-    summary: job_file::Summary,
-) -> ReportKind {
+/// Starts job `j1` from `path`.
+async fn start_job(p: &Started, path: PathBuf, summary: job_file::Summary) {
     p.handle
         .send(PrinterCommand::StartJob {
             job_id: "j1".into(),
@@ -54,6 +49,16 @@ async fn start_then_cancel(
         })
         .await
         .unwrap();
+}
+
+/// Starts job `j1` from `path`, cancels it at once, and returns its
+/// `JobFinished` report.
+async fn start_then_cancel(
+    p: &mut Started,
+    path: PathBuf,
+    summary: job_file::Summary,
+) -> ReportKind {
+    start_job(p, path, summary).await;
     p.handle.send(PrinterCommand::Cancel).await.unwrap();
     expect(&mut p.reports, "JobFinished", |k| {
         matches!(k, ReportKind::JobFinished { .. })
@@ -304,15 +309,7 @@ async fn r12_2_no_report_is_lost_while_the_farm_does_not_read() {
     let mut s = settings(&link);
     s.progress_interval = Duration::from_millis(1);
     let mut p = start(s, 1);
-    p.handle
-        .send(PrinterCommand::StartJob {
-            job_id: "j1".into(),
-            path,
-            summary,
-            session: 0,
-        })
-        .await
-        .unwrap();
+    start_job(&p, path, summary).await;
     // Do not read reports until the printer has run the whole job.
     let deadline = std::time::Instant::now() + WAIT;
     while sim.stats().executed < 300 {

@@ -60,12 +60,11 @@ fn r12_1_a_refused_start_requeues_the_job() {
 }
 
 /// #3: no estimate, however absurd, panics or disarms the time limit.
-#[test]
-fn r12_3_absurd_estimates_never_panic() {
-    let mut h = H::with(|s| s.timeout_factor = 100.0);
-    h.ready("p1");
+/// Job `j1` on `p1`, stating `estimated_time = secs`: assigned, fetched,
+/// checked (and so started).
+fn start_with_estimate(h: &mut H, secs: u64) {
     let mut a = assignment("j1");
-    a.estimated_time = Some(u64::MAX);
+    a.estimated_time = Some(secs);
     h.feed(Input::Assignment {
         printer: "p1".into(),
         assignment: a,
@@ -75,6 +74,13 @@ fn r12_3_absurd_estimates_never_panic() {
     let (_, dest) = h.last_download().unwrap();
     h.downloaded("j1", dest);
     h.scanned("j1");
+}
+
+#[test]
+fn r12_3_absurd_estimates_never_panic() {
+    let mut h = H::with(|s| s.timeout_factor = 100.0);
+    h.ready("p1");
+    start_with_estimate(&mut h, u64::MAX);
     assert!(h.started("p1", "j1"));
     let deadline = h
         .core
@@ -111,17 +117,7 @@ fn r12_9_no_ack_before_the_job_is_stored() {
 fn r12_11_the_time_limit_keeps_cancelling_until_the_job_ends() {
     let mut h = H::new();
     h.ready("p1");
-    let mut a = assignment("j1");
-    a.estimated_time = Some(1);
-    h.feed(Input::Assignment {
-        printer: "p1".into(),
-        assignment: a,
-        warnings: Vec::new(),
-        ack: None,
-    });
-    let (_, dest) = h.last_download().unwrap();
-    h.downloaded("j1", dest);
-    h.scanned("j1");
+    start_with_estimate(&mut h, 1);
     h.take();
     let cancels = |h: &mut H| {
         h.take()
