@@ -43,6 +43,7 @@ pub fn spawn(
         losses: 0,
         stopping: false,
         restart_core: false,
+        silent_handshakes: 0,
         estop_pending: false,
         stats: Stats::default(),
     };
@@ -62,6 +63,11 @@ pub(super) struct Task {
     /// Set after a protocol failure: flush the safety lines, then start a
     /// fresh protocol on the same port.
     restart_core: bool,
+    /// Connections given up for silence since the printer last answered
+    /// (0: it answered). Only the first is reported: a printer switched off
+    /// behind a USB-powered serial chip, or halted by `M112`, fails every
+    /// handshake, and each report costs the farm a synced write and an event.
+    silent_handshakes: u32,
     /// An emergency stop requested while the port was offline.
     estop_pending: bool,
     /// The connection's protocol counters, as of the last wake-up.
@@ -320,6 +326,13 @@ impl Task {
     fn on_event<S: AsyncRead + AsyncWrite + Unpin>(&mut self, link: &mut Link<S>, ev: Event) {
         match ev {
             Event::Ready(fw) => {
+                let silent = std::mem::take(&mut self.silent_handshakes);
+                if silent > 1 {
+                    info!(
+                        "printer {}: answers again after {silent} silent handshakes",
+                        self.s.id
+                    );
+                }
                 info!(
                     "printer {}: connected to {fw}; {}",
                     self.s.id,
@@ -394,7 +407,19 @@ impl Task {
         link: &mut Link<S>,
         err: PrinterError,
     ) {
-        warn!("printer {}: {err}", self.s.id);
+        let silent = matches!(err, PrinterError::NoResponse { .. });
+        let repeated = silent && self.silent_handshakes > 0;
+        if silent {
+            self.silent_handshakes = self.silent_handshakes.saturating_add(1);
+        }
+        if repeated {
+            debug!(
+                "printer {}: {err} (still silent, {} handshakes)",
+                self.s.id, self.silent_handshakes
+            );
+        } else {
+            warn!("printer {}: {err}", self.s.id);
+        }
         if !matches!(
             err,
             PrinterError::ResetMidPrint | PrinterError::EmergencyStop
@@ -405,9 +430,11 @@ impl Task {
         self.stats = link.core.stats();
         self.finish_job(JobOutcome::Failed(err.to_string()));
         self.drop_pending(JobOutcome::Failed(err.to_string()));
-        self.report(ReportKind::Fault {
-            reason: err.to_string(),
-        });
+        if !repeated {
+            self.report(ReportKind::Fault {
+                reason: err.to_string(),
+            });
+        }
         self.restart_core = true;
     }
 

@@ -388,3 +388,65 @@ fn r12_7_a_blocking_job_file_does_not_stall_the_printer_task() {
     runner.join().unwrap();
     drop(sim);
 }
+
+/// A printer that stops answering for good (switched off behind a
+/// USB-powered serial chip, or halted by `M112` until someone resets it)
+/// is reported once: every further failed handshake is the same news, and
+/// each report costs the farm a synced write and an MQTT event. When it
+/// answers again the task says so (`Connected`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_printer_that_stays_silent_is_reported_once_not_every_handshake() {
+    let dir = TestDir::new("task-silent");
+    let fake = fake_printer(dir.path());
+    let mut s = settings(&fake.link);
+    s.protocol.ack_timeout = Duration::from_millis(200);
+    s.protocol.min_ack_timeout = Duration::from_millis(50);
+    s.protocol.max_timeouts = 1;
+    let mut p = start(s, 64);
+    expect(&mut p.reports, "Connected", |k| {
+        matches!(k, ReportKind::Connected(_))
+    })
+    .await;
+    fake.answer.send(false).unwrap();
+    expect(&mut p.reports, "Fault", |k| {
+        matches!(k, ReportKind::Fault { .. })
+    })
+    .await;
+    // Three more handshakes (each starts with M110) fail while it is silent.
+    let handshakes = |f: &Fake| {
+        f.received()
+            .iter()
+            .filter(|c| c.starts_with("M110"))
+            .count()
+    };
+    let seen = handshakes(&fake);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut faults = Vec::new();
+    while handshakes(&fake) < seen + 3 {
+        assert!(tokio::time::Instant::now() < deadline, "no new handshakes");
+        if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(20), p.reports.recv()).await
+        {
+            if let ReportKind::Fault { reason } = r.kind {
+                faults.push(reason);
+            }
+        }
+    }
+    assert!(faults.is_empty(), "repeated faults: {faults:?}");
+    // It answers again: connected, and a later silence is news again.
+    fake.answer.send(true).unwrap();
+    expect(&mut p.reports, "Connected", |k| {
+        matches!(k, ReportKind::Connected(_))
+    })
+    .await;
+    fake.answer.send(false).unwrap();
+    expect(&mut p.reports, "Fault after reconnecting", |k| {
+        matches!(k, ReportKind::Fault { .. })
+    })
+    .await;
+    p.handle.send(PrinterCommand::Shutdown).await.unwrap();
+    expect(&mut p.reports, "Stopped", |k| {
+        matches!(k, ReportKind::Stopped)
+    })
+    .await;
+    p.task.await.unwrap();
+}
