@@ -3,7 +3,9 @@
 //! 1. no job's file is executed twice (on any printer, across crashes);
 //! 2. every job whose acceptance was promised (acknowledged, answered ok)
 //!    is in the store and never vanishes;
-//! 3. no print starts on a plate not confirmed clear since the last print;
+//! 3. no print starts on a plate not confirmed clear since the last print,
+//!    nor on a board that answers on a swapped port until an operator
+//!    accepted it (checked in `printer.rs`, where the start happens);
 //! 4. at the end, after the faults stop: every job has ended and every
 //!    printer is idle with a clear plate and no prompt left on show
 //!    (nothing stuck, nobody blocked);

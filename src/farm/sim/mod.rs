@@ -2,13 +2,14 @@
 //! (FoundationDB's simulator and TigerBeetle's VOPR, at printgate's scale).
 //!
 //! One seed decides everything: the virtual clock, which input comes next,
-//! and every fault: printers unplugged, reset, silent or refusing; store
+//! and every fault: printers unplugged, reset, silent or refusing, running
+//! out of filament, or swapped for another board on their port; store
 //! writes failing (a full disk) or answering late; a broker that duplicates,
 //! replays retained messages and delivers stale ones; a queue manager that
 //! errs or is empty; robots that are late, duplicated or about the wrong
-//! print; operators cancelling, e-stopping, pausing and clearing at any
-//! moment; and the gateway crashing at any step, restarting from what was
-//! durable. After every step [`check`] verifies the invariants; a failure
+//! print; operators cancelling, e-stopping, pausing, clearing and accepting
+//! swapped boards at any moment; and the gateway crashing at any step,
+//! restarting from what was durable. After every step [`check`] verifies the invariants; a failure
 //! prints a short trace and the seed, and `SEED=n` replays exactly that run.
 
 mod check;
@@ -41,6 +42,12 @@ struct Pending {
 enum Promise {
     Job(String),
     Cancel(String),
+    /// An operator accepts the board the core holds `printer` for (`None`:
+    /// the printer was not held, so it must be refused).
+    Accept {
+        printer: String,
+        board: Option<u8>,
+    },
 }
 
 pub struct World {
@@ -49,6 +56,8 @@ pub struct World {
     rng: Xorshift64,
     /// Runouts and prompt answers (see `Faults::runout`).
     runout_rng: Xorshift64,
+    /// Port swaps and operators accepting them (see `Faults::swap`).
+    swap_rng: Xorshift64,
     step: u64,
     secs: u64,
     base: Instant,
@@ -88,6 +97,7 @@ impl World {
             plan,
             rng,
             runout_rng: Xorshift64::seeded(seed ^ 0x5255_4e4f_5554),
+            swap_rng: Xorshift64::seeded(seed ^ 0x5357_4150),
             step: 0,
             secs: 0,
             base,
@@ -247,8 +257,28 @@ impl World {
                 if let Some(promise) = self.replies.remove(&id) {
                     self.traffic
                         .on_reply(&promise, &response, &mut self.printers);
-                    if let (Promise::Job(job), true) = (&promise, response.ok) {
-                        self.promised.insert(job.clone());
+                    match (&promise, response.ok) {
+                        (Promise::Job(job), true) => {
+                            self.promised.insert(job.clone());
+                        }
+                        (Promise::Accept { printer, board }, ok) => {
+                            self.note(format!("accept {printer} as board {board:?}: ok={ok}"));
+                            if let Some(p) = self.printers.get_mut(printer) {
+                                p.accepting = None;
+                                match (board, ok) {
+                                    (Some(b), true) => {
+                                        p.accepted = *b;
+                                        *self.outcome.faults.entry("swap_accepted").or_default() +=
+                                            1;
+                                    }
+                                    (None, true) => self.violations.push(format!(
+                                        "{printer}: an accept of a printer not held was answered ok"
+                                    )),
+                                    (_, false) => {}
+                                }
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -275,7 +305,19 @@ impl World {
         self.acks.clear();
         self.replies.clear();
         for p in self.printers.values_mut() {
+            let known = self
+                .store
+                .identities
+                .get(&(p.id.clone(), false))
+                .map(|row| printer::board_of(&row.identity.firmware));
+            // An accept whose answer the crash cut off may have landed: the
+            // store tells (the operator would see the printer released).
+            if p.accepting.is_some() && p.accepting == known {
+                p.accepted = p.accepting.unwrap_or(p.accepted);
+            }
             p.gateway_crashed();
+            // A first sight not yet stored is made again after the restart.
+            p.first_heard &= known.is_some();
         }
         self.traffic.gateway_crashed();
         self.core = Self::boot(&self.plan, &self.store, self.base, self.secs);
@@ -364,11 +406,16 @@ impl World {
             return;
         }
         let id = ready[self.rng.index(ready.len())].clone();
-        if let Some(r) = self
-            .printers
-            .get_mut(&id)
-            .and_then(|p| p.reports.pop_front())
-        {
+        let Some(p) = self.printers.get_mut(&id) else {
+            return;
+        };
+        if let Some(r) = p.reports.pop_front() {
+            if let crate::printer::ReportKind::Connected(fw) = &r.kind {
+                // The first board the farm hears is the printer's.
+                if !std::mem::replace(&mut p.first_heard, true) {
+                    p.accepted = printer::board_of(&fw.name);
+                }
+            }
             self.feed(Input::Report(r));
         }
     }
@@ -446,6 +493,7 @@ impl World {
             self.fault("silent", f.silent * 10.0),
         );
         self.runout_step();
+        self.swap_step();
         if let Some(p) = self.printers.get_mut(&id) {
             if unplug {
                 p.unplug();
@@ -495,6 +543,55 @@ impl World {
                 ack: None,
             });
         }
+    }
+
+    /// Two boards swap ports; an operator who sees a printer held for its
+    /// identity accepts what its port answers now (and now and then one
+    /// accepts a printer that is not held: refused).
+    fn swap_step(&mut self) {
+        let rate = self.plan.faults.swap * 10.0;
+        if rate <= 0.0 {
+            return;
+        }
+        let ids: Vec<String> = self.printers.keys().cloned().collect();
+        let id = ids[self.swap_rng.index(ids.len())].clone();
+        if self.faults_on && self.swap_rng.chance(rate) {
+            if let Some(p) = self.printers.get_mut(&id) {
+                p.swap_board();
+                let board = p.board;
+                *self.outcome.faults.entry("swap").or_default() += 1;
+                self.note(format!("SWAP: board {board} now answers on {id}'s port"));
+            }
+        }
+        let held = self
+            .core
+            .printers()
+            .find(|p| p.id == id)
+            .and_then(|p| p.identity.held.as_ref())
+            .map(|h| h.firmware.clone());
+        let accept = match held {
+            Some(_) => self.swap_rng.chance(0.3),
+            None => self.faults_on && self.swap_rng.chance(0.02),
+        };
+        if !accept {
+            return;
+        }
+        let board = held.as_deref().map(printer::board_of);
+        if let Some(p) = self.printers.get_mut(&id) {
+            p.accepting = board;
+        }
+        let reply = self.id();
+        self.replies.insert(
+            reply,
+            Promise::Accept {
+                printer: id.clone(),
+                board,
+            },
+        );
+        self.feed(Input::Control {
+            req: super::core::ControlRequest::AcceptIdentity { printer: id },
+            reply,
+        });
     }
 
     /// Runs the plan; `Err` on the first broken invariant.

@@ -30,6 +30,10 @@ pub struct Faults {
     /// The printer pauses itself (filament runout) and asks a person;
     /// drawn from a stream of its own, so 0 replays older seeds exactly.
     pub runout: f64,
+    /// Two boards swap ports (CH340s without serial numbers re-enumerate
+    /// in another order): the port answers as another firmware until an
+    /// operator accepts it. Its own stream too.
+    pub swap: f64,
 }
 
 impl Faults {
@@ -52,6 +56,7 @@ impl Faults {
         pause: 0.0,
         operator_clear: 0.0,
         runout: 0.0,
+        swap: 0.0,
     };
 
     /// Every kind at once, at rates that still let jobs finish.
@@ -74,6 +79,7 @@ impl Faults {
         pause: 0.01,
         operator_clear: 0.005,
         runout: 0.005,
+        swap: 0.002,
     };
 }
 

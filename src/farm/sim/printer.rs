@@ -51,6 +51,27 @@ pub struct PrinterModel {
     pub prompt_open: bool,
     /// Steps until the person at the printer answers it there.
     person_in: u32,
+    /// Which board answers on this port: 0 is the printer's own, 1 another
+    /// machine (after a port swap).
+    pub board: u8,
+    /// The board an operator last accepted (answered ok), and one whose
+    /// acceptance is on its way: a job may start on no other.
+    pub accepted: u8,
+    pub accepting: Option<u8>,
+    /// The farm has heard this printer connect (its first board is the
+    /// printer's by definition: a swap before that cannot be seen).
+    pub first_heard: bool,
+}
+
+/// The firmware name each board answers `M115` with.
+pub const BOARD_FIRMWARE: [&str; 2] = ["Marlin sim", "Repetier sim"];
+
+/// Which board answered as `name` (`u8::MAX`: neither).
+pub fn board_of(name: &str) -> u8 {
+    BOARD_FIRMWARE
+        .iter()
+        .position(|b| *b == name)
+        .map_or(u8::MAX, |i| i as u8)
 }
 
 impl PrinterModel {
@@ -70,6 +91,10 @@ impl PrinterModel {
             losses: 0,
             prompt_open: false,
             person_in: 0,
+            board: 0,
+            accepted: 0,
+            accepting: None,
+            first_heard: false,
         }
     }
 
@@ -121,6 +146,14 @@ impl PrinterModel {
                 self.id
             ));
         }
+        if self.board != self.accepted && self.accepting != Some(self.board) {
+            self.violations.push(format!(
+                "{}: job {job} started on board {} ({}), which no operator accepted",
+                self.id,
+                self.board,
+                BOARD_FIRMWARE[usize::from(self.board)]
+            ));
+        }
         self.executed.push(job.clone());
         self.dirty = true;
         self.report(ReportKind::JobStarted {
@@ -150,7 +183,7 @@ impl PrinterModel {
             if n == 0 {
                 self.port = Port::Ready;
                 self.report(ReportKind::Connected(Firmware {
-                    name: "Marlin sim".into(),
+                    name: BOARD_FIRMWARE[usize::from(self.board)].into(),
                     ..Firmware::default()
                 }));
                 if let Some((job, total)) = self.pending.take() {
@@ -324,6 +357,13 @@ impl PrinterModel {
         });
     }
 
+    /// The ports re-enumerate and another board answers on this one (or
+    /// the printer's own comes back): unplugged, then another machine.
+    pub fn swap_board(&mut self) {
+        self.unplug();
+        self.board ^= 1;
+    }
+
     pub fn replug(&mut self) {
         if self.port == Port::Down {
             self.port = Port::Handshake(2);
@@ -352,6 +392,7 @@ impl PrinterModel {
         self.silent = 0;
         self.losses = 0;
         self.prompt_open = false;
+        self.accepting = None;
         if self.port != Port::Down {
             self.port = Port::Handshake(2);
         }
