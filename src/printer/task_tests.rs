@@ -76,6 +76,21 @@ fn start(s: PrinterSettings, report_capacity: usize) -> Started {
     }
 }
 
+/// A task on `fake` that gives up on a silent printer within about a
+/// second (`max_timeouts` ack time-outs of 200 ms), once connected.
+async fn start_with_short_timeouts(fake: &Fake, max_timeouts: u32) -> Started {
+    let mut s = settings(&fake.link);
+    s.protocol.ack_timeout = Duration::from_millis(200);
+    s.protocol.min_ack_timeout = Duration::from_millis(50);
+    s.protocol.max_timeouts = max_timeouts;
+    let mut p = start(s, 64);
+    expect(&mut p.reports, "Connected", |k| {
+        matches!(k, ReportKind::Connected(_))
+    })
+    .await;
+    p
+}
+
 /// Waits (bounded) for a report matching `want`; returns it.
 async fn expect(
     reports: &mut mpsc::Receiver<PrinterReport>,
@@ -256,15 +271,7 @@ async fn r12_4_cancel_clears_a_job_held_back_by_the_handshake() {
 async fn a_flooded_line_still_serves_commands_and_timers() {
     let dir = TestDir::new("task-flood");
     let fake = fake_printer(dir.path());
-    let mut s = settings(&fake.link);
-    s.protocol.ack_timeout = Duration::from_millis(200);
-    s.protocol.min_ack_timeout = Duration::from_millis(50);
-    s.protocol.max_timeouts = 2;
-    let mut p = start(s, 64);
-    expect(&mut p.reports, "Connected", |k| {
-        matches!(k, ReportKind::Connected(_))
-    })
-    .await;
+    let mut p = start_with_short_timeouts(&fake, 2).await;
     // From now on the printer answers nothing but floods the line.
     fake.answer.send(false).unwrap();
     fake.flood.send(true).unwrap();
@@ -398,15 +405,7 @@ fn r12_7_a_blocking_job_file_does_not_stall_the_printer_task() {
 async fn a_printer_that_stays_silent_is_reported_once_not_every_handshake() {
     let dir = TestDir::new("task-silent");
     let fake = fake_printer(dir.path());
-    let mut s = settings(&fake.link);
-    s.protocol.ack_timeout = Duration::from_millis(200);
-    s.protocol.min_ack_timeout = Duration::from_millis(50);
-    s.protocol.max_timeouts = 1;
-    let mut p = start(s, 64);
-    expect(&mut p.reports, "Connected", |k| {
-        matches!(k, ReportKind::Connected(_))
-    })
-    .await;
+    let mut p = start_with_short_timeouts(&fake, 1).await;
     fake.answer.send(false).unwrap();
     expect(&mut p.reports, "Fault", |k| {
         matches!(k, ReportKind::Fault { .. })
