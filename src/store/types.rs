@@ -101,6 +101,27 @@ pub struct PrinterRow {
     pub claimed_at: Option<i64>,
 }
 
+#[cfg(test)]
+impl PrinterRow {
+    /// A row as the store keeps it for a printer in `state` that has held
+    /// no job yet and was claimed at time 0 (the core's tests and the farm
+    /// simulation start from these).
+    pub fn for_tests(id: &str, port: &str, state: PrinterState) -> PrinterRow {
+        PrinterRow {
+            id: id.to_owned(),
+            port: port.to_owned(),
+            filament: None,
+            state,
+            plate_clear: false,
+            current_job: None,
+            updated_at: 0,
+            last_job: None,
+            last_outcome: None,
+            claimed_at: Some(0),
+        }
+    }
+}
+
 /// One line of a job's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

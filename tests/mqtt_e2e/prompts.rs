@@ -21,17 +21,8 @@ fn a_runout_pauses_prompts_and_is_answered_over_mqtt() {
         rig.topic("printer/p1/prompt"),
         rig.topic("printer/p1/command"),
     );
-    m.publish(&command, br#"{"command":"clear_plate"}"#);
-    m.wait_msg("p1 idle", 0, |m| {
-        m.topic == progress && m.json["state"] == "idle"
-    });
-    let moves = rig.add_job("p1", "job-r", 5, 1500);
-
     // Paused by the printer, with its reason, while the job holds.
-    let (_, paused) = m.wait_msg("p1 paused by the printer", 0, |m| {
-        m.topic == progress && m.json["state"] == "paused"
-    });
-    assert_eq!(paused.json["pausedBy"], "printer", "{:?}", paused.json);
+    let (moves, _, paused) = print_until_paused(&rig, "job-r", 5, 1500);
     assert_eq!(paused.json["jobId"], "job-r");
     assert!(
         paused.json["pauseReason"]
@@ -127,6 +118,27 @@ fn one_printer(tag: &str, sim_args: &[&str]) -> Rig {
     )
 }
 
+/// Clears p1's plate over MQTT, adds job `id` once p1 says idle, and waits
+/// until the printer itself pauses it. Returns the job's moves and the
+/// pause (its index in the mirror, and the progress message).
+fn print_until_paused(rig: &Rig, id: &str, tag: u32, moves: usize) -> (Vec<String>, usize, Msg) {
+    let m = &rig.mirror;
+    let progress = rig.topic("printer/p1/progress");
+    m.publish(
+        &rig.topic("printer/p1/command"),
+        br#"{"command":"clear_plate"}"#,
+    );
+    m.wait_msg("p1 idle", 0, |m| {
+        m.topic == progress && m.json["state"] == "idle"
+    });
+    let moves = rig.add_job("p1", id, tag, moves);
+    let (at, paused) = m.wait_msg("p1 paused by the printer", 0, |m| {
+        m.topic == progress && m.json["state"] == "paused"
+    });
+    assert_eq!(paused.json["pausedBy"], "printer", "{:?}", paused.json);
+    (moves, at, paused)
+}
+
 /// Publishes a `prompt_answer` and waits for it to be accepted.
 fn answer(rig: &Rig, choice: usize, text: &str) {
     let m = &rig.mirror;
@@ -165,15 +177,7 @@ fn klipper_prints_pauses_and_resumes_like_marlin() {
         rig.topic("printer/p1/progress"),
         rig.topic("printer/p1/command"),
     );
-    m.publish(&command, br#"{"command":"clear_plate"}"#);
-    m.wait_msg("p1 idle", 0, |m| {
-        m.topic == progress && m.json["state"] == "idle"
-    });
-    let moves = rig.add_job("p1", "job-k", 6, 1200);
-    let (at, paused) = m.wait_msg("p1 paused by Klipper", 0, |m| {
-        m.topic == progress && m.json["state"] == "paused"
-    });
-    assert_eq!(paused.json["pausedBy"], "printer", "{:?}", paused.json);
+    let (moves, at, _) = print_until_paused(&rig, "job-k", 6, 1200);
     let now = printgate::mqtt::payload::rfc3339(std::time::SystemTime::now());
     m.publish(
         &command,

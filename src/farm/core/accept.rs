@@ -1,6 +1,7 @@
 //! Jobs handed to the farm (pushed assignments, pulled jobs): checked,
 //! stored durably before anything else, and acknowledged only then.
 
+use super::commands::OPERATOR_CANCEL;
 use super::model::{Job, Stop};
 use super::persist::Tx;
 use super::writes::{After, PersistError};
@@ -219,13 +220,7 @@ impl FarmCore {
                     }
                 }
                 if let Some((printer, (reply, event))) = cancel {
-                    self.write_cancel(
-                        job,
-                        printer.as_deref(),
-                        "cancelled by operator",
-                        reply,
-                        event,
-                    );
+                    self.write_cancel(job, printer.as_deref(), OPERATOR_CANCEL, reply, event);
                 }
                 if let Some((from, to)) = spool {
                     // Answered once the file is in place.

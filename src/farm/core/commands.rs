@@ -13,6 +13,10 @@ use crate::printer::PrinterCommand;
 use crate::store::OutboxItem;
 use log::warn;
 
+/// The reason an operator's cancel (MQTT `cancel`, `printgate job cancel`)
+/// gives the job, its events and its row.
+pub(super) const OPERATOR_CANCEL: &str = "cancelled by operator";
+
 impl FarmCore {
     pub(super) fn freshness(&self) -> Freshness {
         Freshness {
@@ -189,7 +193,7 @@ impl FarmCore {
             return Some(format!("printer {printer} has no job"));
         };
         if let Some(j) = self.jobs.get_mut(&job) {
-            j.stop = Some(Stop::Cancel("cancelled by operator".into()));
+            j.stop = Some(Stop::Cancel(OPERATOR_CANCEL.into()));
         }
         if phase.on_printer() {
             // Streaming: the printer task ends it (heaters off); a crash
@@ -201,7 +205,7 @@ impl FarmCore {
             return Some(format!("cancelling job {job}; heaters off"));
         }
         let later = reply.is_some() || event.is_some();
-        self.end_held_before_start(printer, "cancelled by operator", reply, event);
+        self.end_held_before_start(printer, OPERATOR_CANCEL, reply, event);
         (!later).then(|| format!("job {job} cancelled"))
     }
 
@@ -294,27 +298,20 @@ impl FarmCore {
         if j.state.is_active() {
             return Err(format!("job {job} is {}", j.state.as_str()));
         }
+        j.stop = Some(Stop::Cancel(OPERATOR_CANCEL.into()));
+        let answered_later = reply.is_some() || event.is_some();
         if !j.stored {
             // Its insert is still on the way: it will never start, and the
             // cancel is written (and answered) once the row exists, or
             // answered when the insert is refused.
-            j.stop = Some(Stop::Cancel("cancelled by operator".into()));
-            if reply.is_some() || event.is_some() {
+            if answered_later {
                 j.stop_answer = Some((reply, event));
                 return Ok(None);
             }
             return Ok(Some(format!("job {job} cancelled before it was stored")));
         }
-        j.stop = Some(Stop::Cancel("cancelled by operator".into()));
         let printer = j.printer.clone();
-        let answered_later = reply.is_some() || event.is_some();
-        self.write_cancel(
-            job,
-            printer.as_deref(),
-            "cancelled by operator",
-            reply,
-            event,
-        );
+        self.write_cancel(job, printer.as_deref(), OPERATOR_CANCEL, reply, event);
         Ok((!answered_later).then(|| format!("job {job} cancelled")))
     }
 

@@ -23,20 +23,10 @@ impl ModelStore {
     pub fn new(printers: &[String]) -> ModelStore {
         let mut s = ModelStore::default();
         for id in printers {
+            let port = format!("/dev/sim-{id}");
             s.printers.insert(
                 id.clone(),
-                PrinterRow {
-                    id: id.clone(),
-                    port: format!("/dev/sim-{id}"),
-                    filament: None,
-                    state: PrinterState::Offline,
-                    plate_clear: false,
-                    current_job: None,
-                    updated_at: 0,
-                    last_job: None,
-                    last_outcome: None,
-                    claimed_at: Some(0),
-                },
+                PrinterRow::for_tests(id, &port, PrinterState::Offline),
             );
         }
         s

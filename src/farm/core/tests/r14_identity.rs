@@ -11,18 +11,7 @@ const UUID_A: &str = "6d1e2b4c-0a9f-4d2e-8b7a-1f3c5e7a9b01";
 const UUID_B: &str = "f00dbabe-1111-4222-8333-444455556666";
 
 fn row(id: &str, state: PrinterState) -> PrinterRow {
-    PrinterRow {
-        id: id.into(),
-        port: PORT.into(),
-        filament: None,
-        state,
-        plate_clear: false,
-        current_job: None,
-        updated_at: 0,
-        last_job: None,
-        last_outcome: None,
-        claimed_at: Some(0),
-    }
+    PrinterRow::for_tests(id, PORT, state)
 }
 
 /// A farm whose printers have store rows (their ports are known).

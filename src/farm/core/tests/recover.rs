@@ -10,16 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 fn printer_row(state: PrinterState, job: Option<&str>) -> PrinterRow {
     PrinterRow {
-        id: "p1".into(),
-        port: "/dev/p1".into(),
-        filament: None,
-        state,
-        plate_clear: false,
         current_job: job.map(str::to_owned),
-        updated_at: 0,
-        last_job: None,
-        last_outcome: None,
-        claimed_at: Some(0),
+        ..PrinterRow::for_tests("p1", "/dev/p1", state)
     }
 }
 
