@@ -78,11 +78,14 @@ fn prompts_are_reported_and_answered_out_of_band_with_an_emergency_parser() {
     assert_eq!(h.core.answer_prompt(1), Err(PromptError::NoPrompt));
 }
 
+/// Buddy's `M115` answer: prompts, but no emergency parser.
+const BUDDY_M115: &str =
+    "FIRMWARE_NAME:Prusa-Firmware-Buddy 6.1.3 (Github) MACHINE_TYPE:Prusa-MK4\n\
+                          Cap:EMERGENCY_PARSER:0\nCap:PROMPT_SUPPORT:1\nok";
+
 #[test]
 fn without_an_emergency_parser_the_answer_is_a_numbered_line() {
-    let buddy = "FIRMWARE_NAME:Prusa-Firmware-Buddy 6.1.3 (Github) MACHINE_TYPE:Prusa-MK4\n\
-                 Cap:EMERGENCY_PARSER:0\nCap:PROMPT_SUPPORT:1\nok";
-    let mut h = Harness::ready_as(Config::default(), buddy, TEMPS_OK);
+    let mut h = Harness::ready_as(Config::default(), BUDDY_M115, TEMPS_OK);
     h.reply("//action:prompt_begin Filament runout");
     h.reply("//action:prompt_choice Continue");
     h.reply("//action:prompt_show");
@@ -94,9 +97,7 @@ fn without_an_emergency_parser_the_answer_is_a_numbered_line() {
 /// could run only after the pause, against whatever prompt is open then.
 #[test]
 fn without_an_emergency_parser_an_answer_during_a_printer_pause_is_refused() {
-    let buddy = "FIRMWARE_NAME:Prusa-Firmware-Buddy 6.1.3 (Github) MACHINE_TYPE:Prusa-MK4\n\
-                 Cap:EMERGENCY_PARSER:0\nCap:PROMPT_SUPPORT:1\nok";
-    let mut h = Harness::ready_as(Config::default(), buddy, TEMPS_OK);
+    let mut h = Harness::ready_as(Config::default(), BUDDY_M115, TEMPS_OK);
     h.reply("//action:paused filament_runout 0");
     h.reply("//action:prompt_begin Nozzle Parked");
     h.reply("//action:prompt_button Continue");
